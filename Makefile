@@ -1,0 +1,39 @@
+# Two entry points for a fresh machine with Python 3.11 and pip:
+#   make serve   build the venv and the MNIST model store, then serve it
+#   make test    build the venv and run the whole test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+STORE  := examples/mnist/model_store
+
+.PHONY: serve test lint store bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[test,explain]'
+	touch $@
+
+store: $(STAMP)
+	$(BIN)/python examples/mnist/build_store.py --out $(STORE)
+
+serve: store
+	$(BIN)/marserve serve --foreground --model-store $(STORE)/model-store \
+		--ts-config $(STORE)/config/config.properties
+
+test: $(STAMP)
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/mypy
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) $(STORE) .pytest_cache .mypy_cache .ruff_cache

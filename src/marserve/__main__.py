@@ -1,0 +1,5 @@
+"""Entry point for ``python -m marserve``."""
+
+from marserve.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""The ``marserve`` command line: thin click commands over library calls."""
