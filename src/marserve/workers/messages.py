@@ -1,0 +1,64 @@
+"""Messages between the front process and a worker; plain data, errors included (never exceptions)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class LoadModel:
+    """The first message a worker receives: what to load and how."""
+
+    model_name: str
+    model_version: str | None
+    model_dir: str
+    manifest: dict[str, Any]
+    handler: str
+    batch_size: int
+    worker_index: int  # global across models, for GPU round robin
+    torch_threads: int
+    handler_config: dict[str, Any] = field(default_factory=dict)
+    deps_dir: str | None = None  # per-model site folder for requirements.txt, when enabled
+    server_version: str = ""
+
+
+@dataclass(slots=True)
+class Loaded:
+    """A worker's answer to ``LoadModel``: ``error`` is None on success."""
+
+    pid: int
+    device: str
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class Batch:
+    """One batch for the handler: ``items`` are TorchServe's per-request input dicts."""
+
+    batch_id: int
+    verb: str  # "predict" or "explain"
+    items: list[dict[str, Any]]
+    request_ids: list[str]
+    headers: list[dict[str, str]]
+
+
+@dataclass(slots=True)
+class ItemResult:
+    """The handler's answer for one request of a batch; ``status`` >= 400 makes it an error."""
+
+    value: Any
+    status: int = 200
+    message: str = ""
+    content_type: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """A worker's answer to ``Batch``: either one result per item, or one error for all."""
+
+    batch_id: int
+    results: list[ItemResult] | None = None
+    error_status: int = 500
+    error_message: str = ""

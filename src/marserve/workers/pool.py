@@ -1,0 +1,230 @@
+"""WorkerPool: one model's worker processes, their lifecycle, restarts with backoff, and dispatch."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import itertools
+import logging
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from marserve.errors import InternalError, RequestTimeout
+from marserve.workers import wire
+from marserve.workers.messages import Batch, BatchResult, Loaded, LoadModel
+
+log = logging.getLogger("marserve.workers")
+
+BACKOFF_CAP_S = 60.0
+
+
+def backoff_delays() -> itertools.chain[float]:
+    """Fibonacci restart delays in seconds (0, 1, 1, 2, 3, 5, ...), capped."""
+    a, b = 0.0, 1.0
+    seq: list[float] = []
+    while a < BACKOFF_CAP_S:
+        seq.append(a)
+        a, b = b, a + b
+    return itertools.chain(seq, itertools.repeat(BACKOFF_CAP_S))
+
+
+class WorkerState(str, enum.Enum):
+    STARTING = "STARTING"
+    READY = "READY"
+    BUSY = "BUSY"
+    DEAD = "DEAD"
+    STOPPED = "STOPPED"
+
+
+class WorkerLoadError(RuntimeError):
+    """A worker could not load its model (the message comes from the worker)."""
+
+
+class Worker:
+    """One worker process and the socket to it. At most one batch is in flight at a time."""
+
+    def __init__(self, load: LoadModel, startup_timeout_s: float) -> None:
+        self.load = load
+        self.startup_timeout_s = startup_timeout_s
+        self.state = WorkerState.STARTING
+        self.pid: int | None = None
+        self.device = ""
+        self.started_at = time.monotonic()
+        self._process: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.state in (WorkerState.READY, WorkerState.BUSY)
+
+    async def start(self) -> None:
+        parent, child = socket.socketpair()
+        try:
+            self._process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "marserve.workers.child", "--fd", str(child.fileno()),
+                pass_fds=(child.fileno(),),
+                stdin=asyncio.subprocess.DEVNULL,
+            )
+        finally:
+            child.close()
+        self.pid = self._process.pid
+        self._reader, self._writer = await asyncio.open_connection(sock=parent)
+        await self._send(self.load)
+        try:
+            loaded = await asyncio.wait_for(self._receive(), self.startup_timeout_s)
+        except (TimeoutError, wire.ConnectionClosed) as exc:
+            await self.kill()
+            raise WorkerLoadError(f"worker did not load the model: {exc!r}") from exc
+        if not isinstance(loaded, Loaded) or loaded.error:
+            await self.kill()
+            raise WorkerLoadError(getattr(loaded, "error", "unexpected answer from worker"))
+        self.device = loaded.device
+        self.state = WorkerState.READY
+
+    async def _send(self, message: object) -> None:
+        assert self._writer is not None
+        self._writer.write(wire.encode(message))
+        await self._writer.drain()
+
+    async def _receive(self) -> object:
+        assert self._reader is not None
+        return await wire.read_message(self._reader)
+
+    async def run(self, batch: Batch, timeout_s: float) -> BatchResult:
+        """Send a batch and wait for its result. Timeout or death leave the worker DEAD."""
+        self.state = WorkerState.BUSY
+        try:
+            await self._send(batch)
+            result = await asyncio.wait_for(self._receive(), timeout_s)
+        except TimeoutError:
+            await self.kill()
+            raise RequestTimeout(
+                f"Timed out after {timeout_s:g}s waiting for the model's response"
+            ) from None
+        except (wire.ConnectionClosed, ConnectionError, BrokenPipeError):
+            await self.kill()
+            raise InternalError("The worker process died while handling the request") from None
+        if not isinstance(result, BatchResult) or result.batch_id != batch.batch_id:
+            await self.kill()
+            raise InternalError("The worker sent an unexpected answer")
+        self.state = WorkerState.READY
+        return result
+
+    async def wait(self) -> int:
+        assert self._process is not None
+        return await self._process.wait()
+
+    async def kill(self) -> None:
+        if self.state is not WorkerState.STOPPED:
+            self.state = WorkerState.DEAD
+        if self._writer is not None:
+            self._writer.close()
+        if self._process is not None and self._process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.kill()
+            await self._process.wait()
+
+
+@dataclass(slots=True)
+class PoolConfig:
+    min_workers: int
+    max_workers: int
+    response_timeout_s: float
+    startup_timeout_s: float
+
+
+class WorkerPool:
+    """Keeps ``min_workers`` workers of one model alive and hands out idle ones."""
+
+    def __init__(
+        self,
+        load: LoadModel,
+        config: PoolConfig,
+        next_worker_index: Callable[[], int],
+    ) -> None:
+        self._load = load
+        self.config = config
+        self._next_index = next_worker_index
+        self._idle: asyncio.Queue[Worker] = asyncio.Queue()
+        self.workers: list[Worker] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self.restarts = 0
+        self.last_error: str | None = None
+
+    @property
+    def live_workers(self) -> int:
+        return sum(1 for w in self.workers if w.alive)
+
+    @property
+    def ready(self) -> bool:
+        return self.live_workers > 0
+
+    def start(self) -> None:
+        """Start ``min_workers`` workers in the background; ``ready`` turns true as they load."""
+        for _ in range(max(1, self.config.min_workers)):
+            self._spawn_slot()
+
+    def _spawn_slot(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._keep_alive())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _keep_alive(self) -> None:
+        """One worker slot: start a worker, wait for it to die, restart it with backoff."""
+        delays = backoff_delays()
+        while not self._closed:
+            worker = Worker(replace(self._load, worker_index=self._next_index()),
+                            self.config.startup_timeout_s)
+            self.workers.append(worker)
+            try:
+                await worker.start()
+            except (WorkerLoadError, OSError) as exc:
+                self.last_error = str(exc)
+                log.error("model %s: worker failed to start: %s", self._load.model_name, exc)
+            else:
+                self.last_error = None
+                self._idle.put_nowait(worker)
+                code = await worker.wait()
+                if not self._closed:
+                    log.warning("model %s: worker %s exited with %s", self._load.model_name,
+                                worker.pid, code)
+                if time.monotonic() - worker.started_at > 30:
+                    delays = backoff_delays()  # it served a while: start the backoff over
+            finally:
+                if worker.state is not WorkerState.STOPPED:
+                    worker.state = WorkerState.DEAD
+                self.workers.remove(worker)
+            if self._closed:
+                return
+            self.restarts += 1
+            await asyncio.sleep(next(delays))
+
+    async def acquire(self) -> Worker:
+        """Wait for an idle live worker."""
+        while True:
+            worker = await self._idle.get()
+            if worker.state is WorkerState.READY:
+                return worker
+
+    async def run(self, worker: Worker, batch: Batch) -> BatchResult:
+        """Run a batch on an acquired worker and give the worker back when it survives."""
+        try:
+            return await worker.run(batch, self.config.response_timeout_s)
+        finally:
+            if worker.state is WorkerState.READY and not self._closed:
+                self._idle.put_nowait(worker)
+
+    async def stop(self) -> None:
+        self._closed = True
+        for worker in list(self.workers):
+            worker.state = WorkerState.STOPPED
+            await worker.kill()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
