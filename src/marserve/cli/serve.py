@@ -1,0 +1,132 @@
+"""``marserve serve`` and ``marserve stop``, with TorchServe's flag names."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from marserve.errors import ConfigError
+
+DEFAULT_PID_FILE = Path(tempfile.gettempdir()) / ".marserve.pid"
+
+
+def _split_models(values: tuple[str, ...]) -> tuple[str, ...]:
+    """``--models a=a.mar b=b.mar`` / ``--models a=a.mar,b.mar`` / repeated flags."""
+    return tuple(part for value in values for part in value.replace(",", " ").split() if part)
+
+
+def _cli_overrides(options: dict[str, Any]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    if options["model_store"] is not None:
+        overrides["model_store"] = str(options["model_store"])
+    if options["models"]:
+        overrides["models"] = ",".join(_split_models(options["models"]))
+    for flag in ("ncs", "disable_token_auth", "enable_model_api"):
+        if options[flag]:
+            overrides[flag] = True
+    return overrides
+
+
+def _daemonize(argv: list[str], pid_file: Path, log_file: Path) -> None:
+    """Start ``marserve serve --foreground`` detached, as ``torchserve --start`` does."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "marserve", "serve", "--foreground", *argv],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+        )
+    click.echo(f"marserve started in the background (pid {process.pid}); logs: {log_file}")
+
+
+@click.command(context_settings={"ignore_unknown_options": False})
+@click.option("--model-store", type=click.Path(path_type=Path), help="Folder of .mar archives.")
+@click.option("--ts-config", "ts_config", type=click.Path(path_type=Path, dir_okay=False),
+              help="TorchServe config.properties.")
+@click.option("--models", multiple=True,
+              help="Models to load: NAME=FILE.mar, FILE.mar or 'all' (repeat or separate by spaces).")
+@click.option("--start", is_flag=True, help="Start the server (the default action).")
+@click.option("--foreground", is_flag=True, help="Stay in the foreground instead of detaching.")
+@click.option("--ncs", "--no-config-snapshots", "ncs", is_flag=True,
+              help="Do not write config snapshots (marserve never does; accepted for TorchServe).")
+@click.option("--disable-token-auth", is_flag=True, help="Turn token authorization off.")
+@click.option("--enable-model-api", is_flag=True, help="Allow model register/unregister.")
+@click.option("--port-file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write the bound URLs and pid as JSON here once serving (useful with port 0).")
+@click.option("--pid-file", type=click.Path(path_type=Path, dir_okay=False),
+              default=DEFAULT_PID_FILE, show_default=True, help="Where `marserve stop` looks.")
+@click.option("--log-file", type=click.Path(path_type=Path, dir_okay=False),
+              default=Path("logs/marserve.log"), show_default=True,
+              help="Log file when detached.")
+@click.option("--log-level", default="WARNING", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+def serve(**options: Any) -> None:
+    """Serve a model store over TorchServe's and KServe's APIs (torchserve --start)."""
+    from marserve.settings import load_settings
+
+    if not options["foreground"]:
+        argv = [a for a in sys.argv[2:] if a != "--start"]
+        _daemonize(argv, options["pid_file"], options["log_file"])
+        return
+    logging.basicConfig(
+        level=options["log_level"].upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        settings = load_settings(options["ts_config"], env=os.environ,
+                                 cli=_cli_overrides(options))
+    except (ConfigError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    pid_file: Path = options["pid_file"]
+    pid_file.write_text(str(os.getpid()))
+    try:
+        _run(settings, options["port_file"])
+    finally:
+        if pid_file.exists() and pid_file.read_text().strip() == str(os.getpid()):
+            pid_file.unlink()
+
+
+def _run(settings: Any, port_file: Path | None) -> None:
+    from marserve.server import run_server
+
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a core dependency on Linux/macOS
+        asyncio.run(run_server(settings, env=os.environ, port_file=port_file))
+    else:
+        uvloop.run(run_server(settings, env=os.environ, port_file=port_file))
+
+
+@click.command()
+@click.option("--pid-file", type=click.Path(path_type=Path, dir_okay=False),
+              default=DEFAULT_PID_FILE, show_default=True)
+@click.option("--timeout", type=float, default=60.0, show_default=True,
+              help="Seconds to wait for the server to drain and exit.")
+def stop(pid_file: Path, timeout: float) -> None:
+    """Stop a running marserve (torchserve --stop): drain, then exit."""
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        raise click.ClickException("marserve is not running (no pid file)") from None
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pid_file.unlink(missing_ok=True)
+        raise click.ClickException("marserve is not running (stale pid file removed)") from None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            click.echo("marserve stopped")
+            return
+        time.sleep(0.1)
+    raise click.ClickException(f"marserve (pid {pid}) did not exit within {timeout:g}s")

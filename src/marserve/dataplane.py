@@ -1,0 +1,185 @@
+"""DataPlane: health, metadata, predict and infer on domain types. REST and gRPC both call it."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+
+from marserve import __version__
+from marserve.errors import MarserveError, ServiceUnavailable, from_http_status
+from marserve.registry import Job, ModelHandle, ModelRegistry
+from marserve.types import InferRequest, InferResponse, Tensor
+from marserve.workers.messages import ItemResult
+
+SERVER_NAME = "marserve"
+PREDICT_OUTPUT = "predict"
+
+
+def new_request_id() -> str:
+    return str(uuid.uuid4())
+
+
+class DataPlane:
+    """The operations every protocol offers, independent of how bytes arrive."""
+
+    def __init__(self, registry: ModelRegistry) -> None:
+        self.registry = registry
+        self.draining = False
+
+    # health and metadata -------------------------------------------------------------------
+    def live(self) -> bool:
+        return True
+
+    def ready(self) -> bool:
+        """Ready when not draining and every loaded model has a live worker."""
+        return not self.draining and all(handle.ready for handle in self.registry)
+
+    def model(self, name: str, version: str | None = None) -> ModelHandle:
+        return self.registry.get(name, version)
+
+    def model_ready(self, name: str, version: str | None = None) -> bool:
+        return self.registry.get(name, version).ready
+
+    def server_metadata(self) -> dict[str, Any]:
+        return {
+            "name": SERVER_NAME,
+            "version": __version__,
+            "extensions": ["binary_tensor_data", "model_repository"],
+        }
+
+    def model_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
+        handle = self.registry.get(name, version)
+        return {
+            "name": handle.name,
+            "versions": [h.version for h in self.registry.versions(handle.name)],
+            "platform": "pytorch",
+            "inputs": [{"name": "input-0", "datatype": "BYTES", "shape": [-1]}],
+            "outputs": [{"name": PREDICT_OUTPUT, "datatype": "BYTES", "shape": [-1]}],
+        }
+
+    # inference -------------------------------------------------------------------------------
+    def _check_ready(self, handle: ModelHandle) -> None:
+        if self.draining:
+            raise ServiceUnavailable("The server is shutting down", headers={"Retry-After": "1"})
+        if not handle.ready:
+            raise ServiceUnavailable(
+                f"Model {handle.name} is not ready: no live worker", headers={"Retry-After": "1"}
+            )
+
+    async def run_jobs(self, handle: ModelHandle, jobs: Sequence[Job], verb: str) -> list[Any]:
+        """Queue every job on the model's batcher and return the handler's values in order."""
+        self._check_ready(handle)
+        batcher = handle.batcher(verb)
+        futures = [batcher.submit(job) for job in jobs]
+        try:
+            results = await asyncio.gather(*futures)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+        return [_value_of(result) for result in results]
+
+    async def predict_one(
+        self, name: str, version: str | None, data: dict[str, Any], headers: Mapping[str, str],
+        *, verb: str = "predict", request_id: str | None = None,
+    ) -> ItemResult:
+        """TorchServe's ``/predictions``: one request, one handler row, the raw item result."""
+        handle = self.registry.get(name, version)
+        job = Job(data, request_id or new_request_id(), dict(headers))
+        self._check_ready(handle)
+        future = handle.batcher(verb).submit(job)
+        try:
+            result = await future
+        except BaseException:
+            future.cancel()
+            raise
+        if result.status >= 400:
+            raise from_http_status(result.message or "Prediction failed", result.status)
+        return result
+
+    async def v1(
+        self, name: str, version: str | None, instances: list[Any], headers: Mapping[str, str],
+        *, verb: str = "predict",
+    ) -> list[Any]:
+        """KServe v1: one handler row per instance (a static batch), one value per instance."""
+        handle = self.registry.get(name, version)
+        plain = dict(headers)
+        jobs = [Job(_row(instance), new_request_id(), plain) for instance in instances]
+        return await self.run_jobs(handle, jobs, verb)
+
+    async def infer(
+        self, request: InferRequest, headers: Mapping[str, str], *, verb: str = "predict"
+    ) -> InferResponse:
+        """Open Inference Protocol v2: BYTES elements and other tensors become handler rows."""
+        handle = self.registry.get(request.model_name, request.model_version)
+        plain = dict(headers)
+        jobs = [Job({"data": value}, new_request_id(), plain) for value in _rows(request.inputs)]
+        values = await self.run_jobs(handle, jobs, verb)
+        output = _tensor_of(PREDICT_OUTPUT if verb == "predict" else verb, values)
+        return InferResponse(
+            model_name=handle.name,
+            model_version=handle.version,
+            id=request.id or new_request_id(),
+            outputs=[output],
+        )
+
+
+def _value_of(result: ItemResult) -> Any:
+    if result.status >= 400:
+        raise from_http_status(result.message or "Prediction failed", result.status)
+    return result.value
+
+
+def _row(instance: Any) -> dict[str, Any]:
+    """TorchServe's KServe envelope hands a dict instance to the handler as the row itself."""
+    if isinstance(instance, dict):
+        return instance
+    return {"data": instance}
+
+
+def _rows(inputs: Sequence[Tensor]) -> list[Any]:
+    rows: list[Any] = []
+    for tensor in inputs:
+        if tensor.datatype == "BYTES":
+            from_json = "binary_data_size" not in tensor.parameters
+            for element in tensor.data.reshape(-1):
+                rows.append(_text_or_bytes(element) if from_json else element)
+        else:
+            rows.append(tensor.data)
+    return rows
+
+
+def _text_or_bytes(element: Any) -> Any:
+    """JSON BYTES elements reach handlers as ``str`` (base64 images, text), as TorchServe does."""
+    if isinstance(element, bytes):
+        try:
+            return element.decode("utf-8")
+        except UnicodeDecodeError:
+            return element
+    return element
+
+
+def _tensor_of(name: str, values: list[Any]) -> Tensor:
+    """One output tensor from the per-row values: numeric when they stack, BYTES (JSON) otherwise."""
+    try:
+        array = np.asarray(values)
+    except (ValueError, TypeError):
+        array = np.asarray([], dtype=object)
+    if array.dtype.kind in "biuf" and array.size > 0 or (array.size == 0 and not values):
+        if array.dtype.kind == "i" and array.dtype.itemsize < 8:
+            array = array.astype(np.int64)
+        return Tensor.from_array(name, array)
+    try:
+        encoded = [v if isinstance(v, bytes) else orjson.dumps(
+            v, option=orjson.OPT_SERIALIZE_NUMPY) for v in values]
+    except TypeError as exc:
+        raise MarserveError("Invalid handler output: a result is not serializable") from exc
+    data = np.empty(len(encoded), dtype=object)
+    data[:] = encoded
+    return Tensor(name=name, datatype="BYTES", shape=(len(encoded),), data=data)
+

@@ -1,0 +1,152 @@
+"""ModelRegistry: what is loaded — model name and version -> handle (pool, batchers, state)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from marserve.archive import Manifest
+from marserve.batching import DynamicBatcher
+from marserve.errors import MarserveError, ModelNotFound, ServiceUnavailable, from_http_status
+from marserve.settings import ModelConfig
+from marserve.workers.messages import Batch, ItemResult
+from marserve.workers.pool import Worker, WorkerPool
+
+_batch_ids = itertools.count(1)
+
+
+@dataclass(slots=True)
+class Job:
+    """One request for the handler: TorchServe's input dict plus its id and headers."""
+
+    data: dict[str, Any]
+    request_id: str
+    headers: dict[str, str]
+
+
+@dataclass(slots=True)
+class ModelHandle:
+    """A loaded model version: its settings, archive, worker pool and one batcher per verb."""
+
+    name: str
+    version: str
+    config: ModelConfig
+    manifest: Manifest
+    model_dir: Path
+    pool: WorkerPool
+    queue_limit: int
+    batchers: dict[str, DynamicBatcher[Worker, Job, ItemResult]] = field(default_factory=dict)
+
+    @property
+    def ready(self) -> bool:
+        return self.pool.ready
+
+    def batcher(self, verb: str) -> DynamicBatcher[Worker, Job, ItemResult]:
+        batcher = self.batchers.get(verb)
+        if batcher is None:
+
+            async def run_batch(worker: Worker, jobs: list[Job]) -> list[ItemResult]:
+                return await self._run(worker, verb, jobs)
+
+            batcher = DynamicBatcher(
+                self.pool.acquire,
+                run_batch,
+                max_size=self.config.batch_size,
+                max_delay=self.config.max_batch_delay_ms / 1000.0,
+                queue_limit=self.queue_limit,
+            )
+            batcher.start()
+            self.batchers[verb] = batcher
+        return batcher
+
+    async def _run(self, worker: Worker, verb: str, jobs: list[Job]) -> list[ItemResult]:
+        batch = Batch(
+            batch_id=next(_batch_ids),
+            verb=verb,
+            items=[job.data for job in jobs],
+            request_ids=[job.request_id for job in jobs],
+            headers=[job.headers for job in jobs],
+        )
+        result = await self.pool.run(worker, batch)
+        if result.results is None:
+            raise from_http_status(result.error_message, result.error_status)
+        return result.results
+
+    @property
+    def queue_depth(self) -> int:
+        return sum(b.depth for b in self.batchers.values())
+
+    async def stop(self) -> None:
+        error = ServiceUnavailable(f"Model {self.name} was unloaded")
+        for batcher in self.batchers.values():
+            batcher.fail_pending(error)
+            await batcher.stop()
+        await self.pool.stop()
+
+
+def _shown(name: str) -> str:
+    return name if len(name) <= 100 else name[:100] + "..."
+
+
+class ModelRegistry:
+    """All loaded models, by name and version, with a default version per name."""
+
+    def __init__(self) -> None:
+        self._models: dict[str, dict[str, ModelHandle]] = {}
+        self._defaults: dict[str, str] = {}
+
+    def add(self, handle: ModelHandle, *, default: bool) -> None:
+        versions = self._models.setdefault(handle.name, {})
+        if handle.version in versions:
+            raise MarserveError(
+                f"Model version {handle.version} is already registered for model {handle.name}",
+                http_status=409,
+            )
+        versions[handle.version] = handle
+        if default or handle.name not in self._defaults:
+            self._defaults[handle.name] = handle.version
+
+    def get(self, name: str, version: str | None = None) -> ModelHandle:
+        versions = self._models.get(name)
+        if not versions:
+            raise ModelNotFound(f"Model with name {_shown(name)} does not exist.")
+        if version is None:
+            return versions[self._defaults[name]]
+        handle = versions.get(version)
+        if handle is None:
+            raise ModelNotFound(
+                f"Model version: {_shown(version)} does not exist for model: {_shown(name)}"
+            )
+        return handle
+
+    def remove(self, name: str, version: str | None = None) -> ModelHandle:
+        handle = self.get(name, version)
+        versions = self._models[name]
+        del versions[handle.version]
+        if not versions:
+            del self._models[name]
+            del self._defaults[name]
+        elif self._defaults[name] == handle.version:
+            self._defaults[name] = sorted(versions)[-1]
+        return handle
+
+    def default_version(self, name: str) -> str:
+        self.get(name)
+        return self._defaults[name]
+
+    def names(self) -> list[str]:
+        return sorted(self._models)
+
+    def versions(self, name: str) -> list[ModelHandle]:
+        self.get(name)
+        return [self._models[name][v] for v in sorted(self._models[name])]
+
+    def __iter__(self) -> Iterator[ModelHandle]:
+        for name in sorted(self._models):
+            yield from self._models[name].values()
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._models.values())

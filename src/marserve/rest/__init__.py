@@ -1,0 +1,1 @@
+"""HTTP adapters: decode bytes -> DataPlane -> encode. Errors are mapped in ``rest.errors``."""
