@@ -1,0 +1,178 @@
+"""DynamicBatcher: batch sizes, delays, queue limits, cancellation and failures."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from marserve.batching import DynamicBatcher, QueueFull
+from marserve.errors import InternalError, RequestTimeout
+
+
+class Slots:
+    """``count`` interchangeable slots, recording every batch run on them."""
+
+    def __init__(self, count: int, delay: float = 0.0) -> None:
+        self.free: asyncio.Queue[int] = asyncio.Queue()
+        for index in range(count):
+            self.free.put_nowait(index)
+        self.delay = delay
+        self.batches: list[list[int]] = []
+
+    async def acquire(self) -> int:
+        return await self.free.get()
+
+    async def run(self, slot: int, items: list[int]) -> Sequence[int]:
+        self.batches.append(list(items))
+        try:
+            await asyncio.sleep(self.delay)
+            return [item * 10 for item in items]
+        finally:
+            self.free.put_nowait(slot)
+
+
+def make(slots: Slots, **kwargs: float) -> DynamicBatcher[int, int, int]:
+    options = {"max_size": 4, "max_delay": 0.05, "queue_limit": 100} | kwargs
+    batcher: DynamicBatcher[int, int, int] = DynamicBatcher(
+        slots.acquire,
+        slots.run,
+        max_size=int(options["max_size"]),
+        max_delay=options["max_delay"],
+        queue_limit=int(options["queue_limit"]),
+    )
+    batcher.start()
+    return batcher
+
+
+def test_every_caller_gets_its_own_result_and_batches_are_bounded() -> None:
+    async def scenario() -> None:
+        slots = Slots(1, delay=0.01)
+        batcher = make(slots, max_size=4)
+        results = await asyncio.gather(*(batcher.submit(i) for i in range(10)))
+        assert results == [i * 10 for i in range(10)]
+        assert all(1 <= len(batch) <= 4 for batch in slots.batches)
+        assert sorted(i for batch in slots.batches for i in batch) == list(range(10))
+        assert max(len(batch) for batch in slots.batches) == 4
+        await batcher.stop()
+
+    asyncio.run(scenario())
+
+
+def test_batch_size_one_never_groups() -> None:
+    async def scenario() -> None:
+        slots = Slots(2)
+        batcher = make(slots, max_size=1)
+        await asyncio.gather(*(batcher.submit(i) for i in range(6)))
+        assert [len(b) for b in slots.batches] == [1] * 6
+        await batcher.stop()
+
+    asyncio.run(scenario())
+
+
+def test_max_delay_sends_a_partial_batch() -> None:
+    async def scenario() -> None:
+        slots = Slots(1)
+        batcher = make(slots, max_size=8, max_delay=0.05)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        assert await batcher.submit(7) == 70
+        elapsed = loop.time() - started
+        assert slots.batches == [[7]]
+        assert 0.04 <= elapsed < 1.0
+        await batcher.stop()
+
+    asyncio.run(scenario())
+
+
+def test_full_queue_rejects_at_once_with_retry_after() -> None:
+    async def scenario() -> None:
+        slots = Slots(0)  # no free slot: everything stays queued
+        batcher = make(slots, queue_limit=3)
+        futures = [batcher.submit(i) for i in range(3)]
+        with pytest.raises(QueueFull) as caught:
+            batcher.submit(99)
+        assert caught.value.http_status == 503
+        assert caught.value.headers["Retry-After"] == "1"
+        slots.free.put_nowait(0)
+        assert await asyncio.gather(*futures) == [0, 10, 20]
+        await batcher.stop()
+
+    asyncio.run(scenario())
+
+
+def test_cancelled_callers_are_not_sent_to_the_handler() -> None:
+    async def scenario() -> None:
+        slots = Slots(0)
+        batcher = make(slots, max_size=4, max_delay=0.0)
+        gone = batcher.submit(1)
+        kept = batcher.submit(2)
+        gone.cancel()
+        slots.free.put_nowait(0)
+        assert await kept == 20
+        assert slots.batches == [[2]]
+        await batcher.stop()
+
+    asyncio.run(scenario())
+
+
+def test_wrong_number_of_results_fails_the_whole_batch() -> None:
+    async def scenario() -> None:
+        async def acquire() -> int:
+            return 0
+
+        async def run(slot: int, items: list[int]) -> Sequence[int]:
+            return [1]
+
+        batcher: DynamicBatcher[int, int, int] = DynamicBatcher(
+            acquire, run, max_size=3, max_delay=0.05, queue_limit=10
+        )
+        batcher.start()
+        outcomes = await asyncio.gather(
+            *(batcher.submit(i) for i in range(3)), return_exceptions=True
+        )
+        assert all(isinstance(o, InternalError) for o in outcomes)
+        assert "3" in str(outcomes[0])
+        await batcher.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_batch_error_reaches_every_caller_and_the_next_batch_runs() -> None:
+    async def scenario() -> None:
+        calls = 0
+
+        async def acquire() -> int:
+            return 0
+
+        async def run(slot: int, items: list[int]) -> Sequence[int]:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise RequestTimeout("too slow")
+            return items
+
+        batcher: DynamicBatcher[int, int, int] = DynamicBatcher(
+            acquire, run, max_size=2, max_delay=0.05, queue_limit=10
+        )
+        batcher.start()
+        first = await asyncio.gather(batcher.submit(1), batcher.submit(2), return_exceptions=True)
+        assert all(isinstance(o, RequestTimeout) for o in first)
+        assert await batcher.submit(3) == 3
+        await batcher.stop()
+
+    asyncio.run(scenario())
+
+
+def test_fail_pending_answers_queued_callers() -> None:
+    async def scenario() -> None:
+        slots = Slots(0)
+        batcher = make(slots)
+        futures = [batcher.submit(i) for i in range(2)]
+        batcher.fail_pending(RequestTimeout("stopping"))
+        outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        assert all(isinstance(o, RequestTimeout) for o in outcomes)
+        await batcher.stop()
+
+    asyncio.run(scenario())
