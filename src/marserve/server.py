@@ -149,7 +149,7 @@ class Server:
             batch_size=config.batch_size,
             worker_index=0,
             torch_threads=torch_threads,
-            handler_config=dict(config.handler_config),
+            model_yaml_config=dict(config.yaml_config),
             deps_dir=deps_dir,
             server_version=__version__,
         )

@@ -70,7 +70,7 @@ def load(message: LoadModel) -> tuple[EntryPoint, Any, Loaded]:
         message.batch_size,
         gpu,
         message.server_version,
-        model_yaml_config=message.handler_config,
+        model_yaml_config=message.model_yaml_config,
     )
     entry = load_entry_point(message.handler, model_dir, context)
     return entry, context, Loaded(pid=os.getpid(), device=device)

@@ -18,7 +18,7 @@ class LoadModel:
     batch_size: int
     worker_index: int  # global across models, for GPU round robin
     torch_threads: int
-    handler_config: dict[str, Any] = field(default_factory=dict)
+    model_yaml_config: dict[str, Any] = field(default_factory=dict)  # the whole model-config.yaml
     deps_dir: str | None = None  # per-model site folder for requirements.txt, when enabled
     server_version: str = ""
 
