@@ -1,0 +1,166 @@
+"""The benchmark plan and its execution: one server at a time, each load point, the ceiling."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from bench import loadgen
+from bench.payloads import Payload, png_path
+from bench.report import MIB, Row
+from bench.servers import ManagedServer, ServerNotReady, clean_env, probe, wait_first_prediction
+
+SERVER_CONFIGS = ("torchserve", "torchserve-1thread", "marserve")
+ROWS = ("png", "v1", "v2-json", "v2-binary")
+LABELS = {
+    "torchserve": "TorchServe 0.12 default",
+    "torchserve-1thread": "TorchServe 0.12 1 thread/worker",
+    "marserve": "marserve",
+    "ceiling": "model only, in-process",
+}
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What to measure and for how long."""
+
+    duration_s: float = 20.0
+    warmup_s: float = 3.0
+    concurrency: tuple[int, ...] = (1, 8, 32)
+    servers: tuple[str, ...] = SERVER_CONFIGS
+    rows: tuple[str, ...] = ROWS
+    extra_concurrency: int = 8
+    thread_compare_concurrency: int = 32
+    ceiling_s: float = 5.0
+    ready_timeout_s: float = 120.0
+
+
+def points(plan: Plan, config: str) -> list[tuple[str, int]]:
+    """The (row, concurrency) load points one server configuration runs, in order.
+
+    TorchServe only gets PNG rows (its own API); the one-thread TorchServe only the comparison
+    concurrency; marserve gets PNG at every concurrency plus the protocol rows at one level.
+    """
+    png = "png" in plan.rows
+    if config == "torchserve":
+        return [("png", c) for c in plan.concurrency] if png else []
+    if config == "torchserve-1thread":
+        return [("png", plan.thread_compare_concurrency)] if png else []
+    if config == "marserve":
+        out = [("png", c) for c in plan.concurrency] if png else []
+        return out + [(row, plan.extra_concurrency) for row in plan.rows if row != "png"]
+    raise ValueError(f"unknown server configuration {config!r}")
+
+
+def _row(config: str, row: str, concurrency: int | None, **values: object) -> Row:
+    return Row(LABELS[config], config, row, concurrency, **values)  # type: ignore[arg-type]
+
+
+def _script(cache: Path, payload: Payload) -> Path:
+    body = cache / "bodies" / f"{payload.row}.bin"
+    body.parent.mkdir(parents=True, exist_ok=True)
+    body.write_bytes(payload.body)
+    script = cache / "bodies" / f"{payload.row}.lua"
+    script.write_text(loadgen.lua_script(body, payload.headers))
+    return script
+
+
+def measure_point(
+    server: ManagedServer, config: str, payload: Payload, concurrency: int, plan: Plan, cache: Path
+) -> Row:
+    """Check one request works, warm up, run the timed load, and read the tree's RSS."""
+    with httpx.Client(timeout=30.0) as client:
+        answer = probe(client, server.base_url, payload)
+    sample = answer.text[:120]
+    if not answer.is_success:
+        reason = f"HTTP {answer.status_code} {sample}"
+        detail = {"reason": reason}
+        return _row(config, payload.row, concurrency, note="request rejected", detail=detail)
+    script = _script(cache, payload)
+    url = server.base_url + payload.path
+    if plan.warmup_s > 0:
+        loadgen.run_wrk(url, script, concurrency, plan.warmup_s)
+    result = loadgen.run_wrk(url, script, concurrency, plan.duration_s)
+    rss, count = server.snapshot()
+    return _row(
+        config,
+        payload.row,
+        concurrency,
+        req_per_s=round(result.ok_per_s, 1),
+        p50_ms=round(result.p50_us / 1e3, 3),
+        p99_ms=round(result.p99_us / 1e3, 3),
+        errors=result.errors,
+        rss_mib=round(rss / MIB, 1),
+        procs=count,
+        note=f"{result.errors} failed requests" if result.errors else "",
+        detail={"wrk": result.to_dict(), "sample_response": sample},
+    )
+
+
+def run_server(
+    server: ManagedServer,
+    config: str,
+    payloads: dict[str, Payload],
+    plan: Plan,
+    cache: Path,
+    say: Say,
+) -> list[Row]:
+    """Start ``server``, time its cold start, run its points, and always stop it."""
+    todo = points(plan, config)
+    rows: list[Row] = []
+    say(f"starting {LABELS[config]} (log: {server.log_path})")
+    try:
+        server.start()
+        cold = wait_first_prediction(server, payloads["png"], plan.ready_timeout_s)
+        say(f"  first prediction after {cold:.2f} s")
+        for index, (row, concurrency) in enumerate(todo):
+            say(f"  {row} c={concurrency}: {plan.warmup_s:g} s warm-up + {plan.duration_s:g} s")
+            point = measure_point(server, config, payloads[row], concurrency, plan, cache)
+            point.cold_start_s = round(cold, 3) if index == 0 else None
+            rows.append(point)
+    except (ServerNotReady, OSError, loadgen.LoadGenError, httpx.HTTPError) as exc:
+        say(f"  {config} unavailable: {exc}")
+        detail = {"reason": str(exc).splitlines()[0][:300], "log_tail": server.log_tail()}
+        done = {(r.row, r.concurrency) for r in rows}
+        rows += [
+            _row(config, r, c, note="not available", detail=detail)
+            for r, c in todo
+            if (r, c) not in done
+        ]
+    finally:
+        leftover = server.stop()
+        if leftover:
+            say(f"  had to SIGKILL leftover processes {leftover}")
+    return rows
+
+
+def run_ceiling(repo: Path, example_dir: Path, seconds: float) -> Row:
+    """Measure the model-only ceiling in a child Python process (keeps torch out of this one)."""
+    cmd = [sys.executable, "-m", "bench.ceiling", "--example-dir", str(example_dir)]
+    cmd += ["--png", str(png_path(example_dir)), "--seconds", str(seconds)]
+    proc = subprocess.run(
+        cmd, cwd=repo, env=clean_env(), capture_output=True, text=True, timeout=seconds + 120
+    )
+    if proc.returncode != 0:
+        detail = {"reason": " ".join(proc.stderr.strip().splitlines()[-1:])}
+        return _row("ceiling", "model", 1, note="not available", detail=detail)
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    return _row(
+        "ceiling",
+        "model",
+        1,
+        req_per_s=data["per_s"],
+        p50_ms=data["p50_ms"],
+        p99_ms=data["p99_ms"],
+        errors=0,
+        note=f"batch 1, {data['torch_threads']} torch threads",
+        detail=data,
+    )

@@ -1,0 +1,107 @@
+"""The MNIST example's files and the request bodies each benchmark row sends."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+EXAMPLE_FILES = (
+    "mnist.py",
+    "mnist_handler.py",
+    "mnist_cnn.pt",
+    "requests/v1/mnist.json",
+    "requests/v2/mnist_v2_tensor.json",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """One request shape: where it goes, its body and its headers."""
+
+    row: str
+    path: str
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def missing_example_files(example_dir: Path) -> list[str]:
+    """Files the harness needs that ``example_dir`` lacks (a PNG under test_data/ included)."""
+    missing = [name for name in EXAMPLE_FILES if not (example_dir / name).is_file()]
+    if not sorted((example_dir / "test_data").glob("*.png")):
+        missing.append("test_data/*.png")
+    return missing
+
+
+def wait_for_example(example_dir: Path, timeout_s: float, poll_s: float = 5.0) -> list[str]:
+    """Poll until the example is complete or ``timeout_s`` passes; return what is still missing."""
+    deadline = time.monotonic() + timeout_s
+    missing = missing_example_files(example_dir)
+    while missing and time.monotonic() < deadline:
+        time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+        missing = missing_example_files(example_dir)
+    return missing
+
+
+def png_path(example_dir: Path) -> Path:
+    """The test image every PNG row sends: test_data/0.png, else the first PNG there."""
+    preferred = example_dir / "test_data" / "0.png"
+    if preferred.is_file():
+        return preferred
+    return sorted((example_dir / "test_data").glob("*.png"))[0]
+
+
+def binary_tensor_body(v2_json: bytes) -> tuple[bytes, int]:
+    """Re-encode the first input of a v2 JSON request with the binary tensor extension.
+
+    Returns the body (JSON header then the raw little-endian FP32 bytes) and the header length
+    that goes in ``Inference-Header-Content-Length``.
+    """
+    request = orjson.loads(v2_json)
+    first = request["inputs"][0]
+    if first.get("datatype") != "FP32":
+        raise ValueError(f"expected an FP32 input, got {first.get('datatype')!r}")
+    shape = [int(dim) for dim in first["shape"]]
+    raw = np.asarray(first["data"], dtype="<f4").reshape(shape).tobytes()
+    header = {
+        "inputs": [
+            {
+                "name": first["name"],
+                "shape": shape,
+                "datatype": "FP32",
+                "parameters": {"binary_data_size": len(raw)},
+            }
+        ]
+    }
+    head = orjson.dumps(header)
+    return head + raw, len(head)
+
+
+def build_payloads(example_dir: Path, model: str) -> dict[str, Payload]:
+    """Every row's payload, keyed by row name (png, v1, v2-json, v2-binary)."""
+    v1 = (example_dir / "requests/v1/mnist.json").read_bytes()
+    v2 = (example_dir / "requests/v2/mnist_v2_tensor.json").read_bytes()
+    binary, head_len = binary_tensor_body(v2)
+    json_type = {"Content-Type": "application/json"}
+    return {
+        "png": Payload(
+            "png",
+            f"/predictions/{model}",
+            png_path(example_dir).read_bytes(),
+            {"Content-Type": "image/png"},
+        ),
+        "v1": Payload("v1", f"/v1/models/{model}:predict", v1, json_type),
+        "v2-json": Payload("v2-json", f"/v2/models/{model}/infer", v2, json_type),
+        "v2-binary": Payload(
+            "v2-binary",
+            f"/v2/models/{model}/infer",
+            binary,
+            {
+                "Content-Type": "application/octet-stream",
+                "Inference-Header-Content-Length": str(head_len),
+            },
+        ),
+    }

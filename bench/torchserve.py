@@ -1,0 +1,169 @@
+"""The real TorchServe 0.12: its private virtualenv, the shared .mar build, start and stop."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.servers import ManagedServer, Ports, clean_env
+
+TS_VERSION = "0.12.0"
+# torch pinned to the version whose CPU wheel the machine already holds; pyyaml because
+# TorchServe's Python worker imports it without declaring it; numpy and pillow because the
+# example handler preprocesses with them.
+TS_PACKAGES = (
+    f"torchserve=={TS_VERSION}",
+    f"torch-model-archiver=={TS_VERSION}",
+    "torch==2.13.0",
+    "pyyaml",
+    "numpy",
+    "pillow",
+)
+_STAMP = ".bench-installed"
+
+
+class SetupError(RuntimeError):
+    """The TorchServe environment or the archive could not be prepared."""
+
+
+def _run(cmd: list[str], timeout_s: float, cwd: Path | None = None) -> str:
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout_s, cwd=cwd, check=False
+    )
+    if proc.returncode != 0:
+        raise SetupError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    return proc.stdout
+
+
+def ensure_venv(venv: Path) -> Path:
+    """Create ``venv`` with TorchServe 0.12 once (a stamp records the package set); return bin/."""
+    bindir = venv / "bin"
+    stamp = venv / _STAMP
+    wanted = "\n".join(TS_PACKAGES)
+    if stamp.is_file() and stamp.read_text() == wanted and (bindir / "torchserve").is_file():
+        return bindir
+    if not (bindir / "python").is_file():
+        _run([sys.executable, "-m", "venv", str(venv)], timeout_s=300)
+    _run([str(bindir / "python"), "-m", "pip", "install", "-q", *TS_PACKAGES], timeout_s=1800)
+    stamp.write_text(wanted)
+    return bindir
+
+
+def build_archive(bindir: Path, example_dir: Path, store: Path, model: str) -> Path:
+    """Build ``<model>.mar`` from the example with TorchServe's own torch-model-archiver."""
+    store.mkdir(parents=True, exist_ok=True)
+    _run(
+        [
+            str(bindir / "torch-model-archiver"),
+            "--model-name",
+            model,
+            "--version",
+            "1.0",
+            "--model-file",
+            str(example_dir / "mnist.py"),
+            "--serialized-file",
+            str(example_dir / "mnist_cnn.pt"),
+            "--handler",
+            str(example_dir / "mnist_handler.py"),
+            "--export-path",
+            str(store),
+            "--force",
+        ],
+        timeout_s=300,
+    )
+    archive = store / f"{model}.mar"
+    if not archive.is_file():
+        raise SetupError(f"torch-model-archiver wrote no {archive}")
+    return archive
+
+
+class TorchServe(ManagedServer):
+    """``torchserve --start`` (background Java frontend + Python workers) in a private temp dir.
+
+    TMPDIR/TEMP point into the run directory so the pid file and worker sockets cannot clash
+    with any other TorchServe on the machine, and ``torchserve --stop`` finds exactly ours.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        run_dir: Path,
+        ports: Ports,
+        bindir: Path,
+        store: Path,
+        archive: Path,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(run_dir, ports)
+        self.name = name
+        self.bindir = bindir
+        self.store = store
+        self.archive = archive
+        self.extra_env = dict(extra_env or {})
+        self.config = run_dir / "config.properties"
+        self.tmp = run_dir / "tmp"
+
+    def env(self) -> dict[str, str]:
+        tmp = str(self.tmp)
+        paths = {"TMPDIR": tmp, "TEMP": tmp, "LOG_LOCATION": str(self.run_dir / "logs")}
+        paths["METRICS_LOCATION"] = paths["LOG_LOCATION"]
+        env = clean_env({**paths, **self.extra_env})
+        env["PATH"] = f"{self.bindir}:{env.get('PATH', '/usr/bin:/bin')}"
+        return env
+
+    def command(self) -> list[str]:
+        model = self.archive.stem
+        return [
+            str(self.bindir / "torchserve"),
+            "--start",
+            "--ncs",
+            "--model-store",
+            str(self.store),
+            "--models",
+            f"{model}={self.archive.name}",
+            "--ts-config",
+            str(self.config),
+            "--disable-token-auth",
+        ]
+
+    def start(self) -> None:
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        super().start()
+
+    def root_pid(self) -> int | None:
+        """The Java frontend's pid, from TorchServe's pid file."""
+        try:
+            return int((self.tmp / ".model_server.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def early_exit(self) -> str | None:
+        if self.popen is None:
+            return None
+        code = self.popen.poll()
+        if code is None:
+            return None  # the launcher is still starting Java
+        if code != 0:
+            return f"launcher exited with status {code}"
+        root = self.root_pid()
+        if root is None:
+            return "launcher wrote no pid file"
+        _, count = self.snapshot()
+        return None if count else "Java frontend exited"
+
+    def graceful_stop(self) -> None:
+        """``torchserve --stop`` with the same private temp dir, then wait for the launcher."""
+        if self.root_pid() is None:
+            return
+        subprocess.run(
+            [str(self.bindir / "torchserve"), "--stop"],
+            cwd=self.run_dir,
+            env=self.env(),
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+
+    def version(self) -> str:
+        return _run([str(self.bindir / "torchserve"), "--version"], timeout_s=60).strip()
