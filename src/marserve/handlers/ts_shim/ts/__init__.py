@@ -1,0 +1,1 @@
+"""marserve's stand-in for TorchServe's ``ts`` package: re-exports of ``marserve.handlers``."""

@@ -1,0 +1,1 @@
+"""``ts.utils``: helpers TorchServe handlers import."""
