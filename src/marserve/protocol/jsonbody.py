@@ -1,0 +1,150 @@
+"""Untrusted JSON in and out: depth limit, duplicate keys, parse errors, numpy-aware encoding.
+
+Parsing (``parse_json``):
+
+- The nesting depth is checked *before* orjson parses (orjson's own limit is 1024 and its error
+  is generic). When the body holds no more ``[``/``{`` than the limit nothing else is done;
+  otherwise one C-speed pass strips everything but brackets and quotes and numpy finds the
+  deepest bracket outside strings.
+- orjson rejects what strict JSON rejects: ``NaN``/``Infinity`` tokens, numbers that overflow to
+  infinity (``1e999``), invalid UTF-8, lone surrogates, a byte order mark, an empty body. All of
+  these become ``InvalidInput("Unrecognized request format: ...")``.
+- Duplicate object keys are rejected (orjson silently keeps the last one). The fast check compares
+  the number of ``:`` in the body with the number of keys found in the parsed objects; only when
+  they differ (a ``:`` inside a string, or objects the caller did not walk) is the body re-read
+  with a duplicate-detecting hook. Keys spelled with ``\\u`` escapes are compared after decoding.
+
+Encoding (``encode_json``): orjson with numpy support and non-string keys. NaN and +/-Infinity
+(Python floats or numpy) are written as ``null`` so that every response is valid JSON; bytes are
+written as UTF-8 text when they decode, else as standard base64; objects with ``tolist()`` (numpy
+scalars, torch tensors) are converted with it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import orjson
+
+from marserve.errors import InternalError, InvalidInput
+
+_KEEP = b'[]{}"'
+_DELETE = bytes(sorted(set(range(256)) - set(_KEEP)))
+_STEP = np.zeros(256, dtype=np.int8)
+_STEP[ord("[")] = _STEP[ord("{")] = 1
+_STEP[ord("]")] = _STEP[ord("}")] = -1
+
+_ENCODE_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+
+def json_depth(body: bytes) -> int:
+    """The deepest nesting of arrays/objects in ``body``, ignoring brackets inside strings."""
+    if b"\\" in body:
+        # In JSON a backslash escapes exactly one character: drop escaped backslashes first,
+        # then escaped quotes, so every quote left delimits a string.
+        body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    marks = np.frombuffer(body.translate(None, _DELETE), dtype=np.uint8)
+    if marks.size == 0:
+        return 0
+    inside = (np.cumsum(marks == ord('"')) & 1).astype(bool)
+    steps = _STEP[marks]
+    steps[inside] = 0
+    return int(np.cumsum(steps, dtype=np.int64).max(initial=0))
+
+
+def check_depth(body: bytes, max_depth: int) -> None:
+    """Raise ``InvalidInput`` when ``body`` nests deeper than ``max_depth``."""
+    if body.count(b"[") + body.count(b"{") <= max_depth:
+        return
+    if json_depth(body) > max_depth:
+        raise InvalidInput(f"JSON nesting depth exceeds maximum allowed limit ({max_depth})")
+
+
+def loads(body: bytes, *, max_depth: int) -> Any:
+    """Depth-check then parse ``body``; malformed JSON is ``InvalidInput`` (400)."""
+    check_depth(body, max_depth)
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"Unrecognized request format: {exc}") from None
+
+
+def count_keys(value: Any, skip: frozenset[str] = frozenset()) -> int:
+    """Keys in every object reachable from ``value`` (not descending into keys in ``skip``).
+
+    Lists are only walked when their first element is a container, so numeric data is never
+    iterated; objects hidden behind a scalar first element are simply not counted, which makes
+    the duplicate check fall back to its exact (slow) path.
+    """
+    if isinstance(value, dict):
+        total = len(value)
+        for key, item in value.items():
+            if key not in skip and isinstance(item, (dict, list)):
+                total += count_keys(item, skip)
+        return total
+    if isinstance(value, list) and value and isinstance(value[0], (dict, list)):
+        return sum(count_keys(item, skip) for item in value if isinstance(item, (dict, list)))
+    return 0
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise InvalidInput(f"duplicate key '{key}' in JSON object")
+        seen[key] = value
+    return seen
+
+
+def reject_duplicate_keys(body: bytes, keys_seen: int) -> None:
+    """Raise ``InvalidInput`` if some object in ``body`` repeats a key.
+
+    ``keys_seen`` is the number of keys the caller found in the parsed document (see
+    ``count_keys``); the body must already have passed ``loads`` (so its depth is bounded).
+    """
+    if body.count(b":") <= keys_seen:
+        return
+    # Only reached for bodies with ':' inside strings or objects the caller did not walk.
+    json.loads(body, object_pairs_hook=_no_duplicates)
+
+
+def parse_json(body: bytes, *, max_depth: int, skip: frozenset[str] = frozenset()) -> Any:
+    """Parse an untrusted JSON body: depth limit, strict syntax, no duplicate keys."""
+    value = loads(body, max_depth=max_depth)
+    if isinstance(value, (dict, list)):
+        reject_duplicate_keys(body, count_keys(value, skip))
+    return value
+
+
+def bytes_to_text(value: bytes) -> str:
+    """UTF-8 text when ``value`` decodes, else standard padded base64."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return base64.b64encode(value).decode("ascii")
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return bytes_to_text(bytes(obj))
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    tolist: Callable[[], Any] | None = getattr(obj, "tolist", None)
+    if callable(tolist):
+        return tolist()
+    raise TypeError(type(obj).__name__)
+
+
+def encode_json(obj: Any, *, indent: bool = False) -> bytes:
+    """Serialize ``obj`` (JSON types, numpy, bytes) to JSON; see the module docstring."""
+    option = _ENCODE_OPTIONS | orjson.OPT_INDENT_2 if indent else _ENCODE_OPTIONS
+    try:
+        return orjson.dumps(obj, default=_default, option=option)
+    except orjson.JSONEncodeError as exc:
+        raise InternalError(f"Invalid handler output: not JSON serializable ({exc})") from None
