@@ -214,3 +214,17 @@ def test_errors_in_initialize_propagate(tmp_path: Path) -> None:
     )
     with pytest.raises(RuntimeError, match="weights missing"):
         load_entry_point("handler.py", tmp_path, context_for(tmp_path))
+
+
+def test_a_model_file_named_like_a_library_module_does_not_replace_it(tmp_path: Path) -> None:
+    import json
+
+    write(
+        tmp_path,
+        "json.py",
+        "def handle(data, context):\n    return None if data is None else ['mine']\n",
+    )
+    ctx = context_for(tmp_path, "json.py")
+    assert load_entry_point("json.py", tmp_path, ctx)([{}], ctx) == ["mine"]
+    assert sys.modules["json"] is json
+    assert json.dumps([1]) == "[1]"

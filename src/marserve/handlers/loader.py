@@ -28,6 +28,7 @@ UNSUPPORTED_BUILTINS = frozenset(
 )
 _FUNCTION_NAME = re.compile(r"[A-Za-z_]\w*\Z")
 _TS_PREFIX = "ts.torch_handler."
+_MODEL_MARK = "__marserve_model_file__"
 
 
 def list_classes_from_module(module: ModuleType, parent_class: type | None = None) -> list[type]:
@@ -46,14 +47,19 @@ def import_module_file(path: Path, module_name: str | None = None) -> ModuleType
     """Import the Python file at ``path`` as ``module_name`` (its stem by default), freshly.
 
     Importing by path means a same-named module elsewhere on ``sys.path`` never shadows a
-    model's own file; the module is registered in ``sys.modules`` so pickling and sibling
-    imports find it.
+    model's own file. The module is registered in ``sys.modules`` so that pickling and sibling
+    imports find it, unless that name belongs to a library module (a model file called
+    ``json.py``), which is left alone: the model's module then gets a private name.
     """
     name = module_name or path.stem
+    existing = sys.modules.get(name)
+    if existing is not None and not getattr(existing, _MODEL_MARK, False):
+        name = f"marserve_model_{name}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot import {path.name}")
     module = importlib.util.module_from_spec(spec)
+    setattr(module, _MODEL_MARK, True)
     previous = sys.modules.get(name)
     sys.modules[name] = module
     try:
@@ -90,9 +96,10 @@ def _import_handler_module(name: str, model_dir: Path) -> ModuleType:
     as_file = model_dir / f"{name}.py"
     if as_file.is_file():
         return import_module_file(as_file)
+    parts = name.split(".")
     in_model = (
-        model_dir.joinpath(*name.split(".")).is_dir()
-        or model_dir.joinpath(*name.split(".")[:-1], name.split(".")[-1] + ".py").is_file()
+        model_dir.joinpath(*parts).is_dir()
+        or model_dir.joinpath(*parts[:-1], f"{parts[-1]}.py").is_file()
     )
     builtin = name.removeprefix(_TS_PREFIX)
     if not in_model:
