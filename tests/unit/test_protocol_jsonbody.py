@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 
 from marserve.errors import InvalidInput
-from marserve.protocol.jsonbody import check_depth, encode_json, json_depth, parse_json
+from marserve.protocol.jsonbody import encode_json, json_depth, parse_json, scan
+
+
+def reference_keys(value: Any) -> int:
+    if isinstance(value, dict):
+        return len(value) + sum(reference_keys(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(reference_keys(v) for v in value)
+    return 0
 
 
 def reference_depth(value: Any) -> int:
@@ -21,7 +29,19 @@ def reference_depth(value: Any) -> int:
     return 0
 
 
-TRICKY_STRINGS = ["[", "]]]]", '"{', "\\", '\\"[', "\\\\", "{\\\\}", "\u2028[", "\x00{"]
+TRICKY_STRINGS = [
+    "[",
+    "]]]]",
+    '"{',
+    "\\",
+    '\\"[',
+    "\\\\",
+    "{\\\\}",
+    "\u2028[",
+    "\x00{",
+    "a:b",
+    '":',
+]
 
 
 def random_document(rng: random.Random, depth: int = 0) -> Any:
@@ -39,6 +59,7 @@ def test_depth_scan_matches_reference(seed: int) -> None:
     document = random_document(random.Random(seed))
     for text in (json.dumps(document), json.dumps(document, ensure_ascii=False, indent=1)):
         assert json_depth(text.encode()) == reference_depth(document)
+        assert scan(text.encode()).keys == reference_keys(document)
 
 
 @pytest.mark.parametrize(
@@ -60,11 +81,11 @@ def test_depth_of_escape_heavy_bodies(body: bytes, depth: int) -> None:
     assert json_depth(body) == depth
 
 
-def test_check_depth_only_rejects_beyond_the_limit() -> None:
-    check_depth(b"[" * 5 + b"]" * 5, 5)
+def test_depth_limit_is_inclusive() -> None:
+    assert parse_json(b"[" * 5 + b"]" * 5, max_depth=5) == [[[[[]]]]]
     with pytest.raises(InvalidInput, match=r"exceeds maximum allowed limit \(4\)"):
-        check_depth(b"[" * 5 + b"]" * 5, 4)
-    check_depth(b"[" * 3 + b"]" * 3 + b"[]" * 50, 4)  # many brackets, shallow
+        parse_json(b"[" * 5 + b"]" * 5, max_depth=4)
+    assert parse_json(b"[" + b"[[]]," * 50 + b"[]]", max_depth=3)[0] == [[]]
 
 
 def test_parse_json_finds_duplicates_at_any_level() -> None:

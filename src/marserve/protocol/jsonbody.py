@@ -2,17 +2,18 @@
 
 Parsing (``parse_json``):
 
-- The nesting depth is checked *before* orjson parses (orjson's own limit is 1024 and its error
-  is generic). When the body holds no more ``[``/``{`` than the limit nothing else is done;
-  otherwise one C-speed pass strips everything but brackets and quotes and numpy finds the
-  deepest bracket outside strings.
+- One C-speed pass (``bytes.translate``) keeps only ``[ ] { } " :`` of the body; numpy then finds,
+  outside strings, the deepest bracket and the number of ``:`` (= the number of object keys).
+  The depth is checked *before* orjson parses (orjson's own limit is 1024 and its error is
+  generic): deeper than ``max_json_depth`` is ``InvalidInput("JSON nesting depth exceeds
+  maximum allowed limit (N)")``.
 - orjson rejects what strict JSON rejects: ``NaN``/``Infinity`` tokens, numbers that overflow to
   infinity (``1e999``), invalid UTF-8, lone surrogates, a byte order mark, an empty body. All of
   these become ``InvalidInput("Unrecognized request format: ...")``.
-- Duplicate object keys are rejected (orjson silently keeps the last one). The fast check compares
-  the number of ``:`` in the body with the number of keys found in the parsed objects; only when
-  they differ (a ``:`` inside a string, or objects the caller did not walk) is the body re-read
-  with a duplicate-detecting hook. Keys spelled with ``\\u`` escapes are compared after decoding.
+- Duplicate object keys are rejected (orjson silently keeps the last one): when the body has more
+  keys than the parsed objects the caller walked (``count_keys``), the body is re-read with a
+  duplicate-detecting hook, which names the key. That slow path only runs for duplicates or for
+  objects the caller chose not to walk (e.g. inside v2 tensor ``data``, which is invalid anyway).
 
 Encoding (``encode_json``): orjson with numpy support and non-string keys. NaN and +/-Infinity
 (Python floats or numpy) are written as ``null`` so that every response is valid JSON; bytes are
@@ -25,50 +26,60 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
 
 from marserve.errors import InternalError, InvalidInput
 
-_KEEP = b'[]{}"'
+_KEEP = b'[]{}":'
 _DELETE = bytes(sorted(set(range(256)) - set(_KEEP)))
 _STEP = np.zeros(256, dtype=np.int8)
 _STEP[ord("[")] = _STEP[ord("{")] = 1
 _STEP[ord("]")] = _STEP[ord("}")] = -1
+_QUOTE = ord('"')
+_COLON = ord(":")
 
 _ENCODE_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 
-def json_depth(body: bytes) -> int:
-    """The deepest nesting of arrays/objects in ``body``, ignoring brackets inside strings."""
+class Structure(NamedTuple):
+    """What one scan of a JSON body finds outside its strings."""
+
+    depth: int
+    keys: int
+
+
+def scan(body: bytes) -> Structure:
+    """Nesting depth and number of object keys in ``body``, ignoring what is inside strings."""
     if b"\\" in body:
         # In JSON a backslash escapes exactly one character: drop escaped backslashes first,
         # then escaped quotes, so every quote left delimits a string.
         body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
     marks = np.frombuffer(body.translate(None, _DELETE), dtype=np.uint8)
     if marks.size == 0:
-        return 0
-    inside = (np.cumsum(marks == ord('"')) & 1).astype(bool)
+        return Structure(0, 0)
+    inside = (np.cumsum(marks == _QUOTE) & 1).astype(bool)
     steps = _STEP[marks]
     steps[inside] = 0
-    return int(np.cumsum(steps, dtype=np.int64).max(initial=0))
+    depth = int(np.cumsum(steps, dtype=np.int64).max(initial=0))
+    keys = int(np.count_nonzero((marks == _COLON) & ~inside))
+    return Structure(depth, keys)
 
 
-def check_depth(body: bytes, max_depth: int) -> None:
-    """Raise ``InvalidInput`` when ``body`` nests deeper than ``max_depth``."""
-    if body.count(b"[") + body.count(b"{") <= max_depth:
-        return
-    if json_depth(body) > max_depth:
+def json_depth(body: bytes) -> int:
+    """The deepest nesting of arrays/objects in ``body``, ignoring brackets inside strings."""
+    return scan(body).depth
+
+
+def loads(body: bytes, *, max_depth: int) -> tuple[Any, Structure]:
+    """Depth-check then parse ``body``; malformed or too deep JSON is ``InvalidInput`` (400)."""
+    structure = scan(body)
+    if structure.depth > max_depth:
         raise InvalidInput(f"JSON nesting depth exceeds maximum allowed limit ({max_depth})")
-
-
-def loads(body: bytes, *, max_depth: int) -> Any:
-    """Depth-check then parse ``body``; malformed JSON is ``InvalidInput`` (400)."""
-    check_depth(body, max_depth)
     try:
-        return orjson.loads(body)
+        return orjson.loads(body), structure
     except orjson.JSONDecodeError as exc:
         raise InvalidInput(f"Unrecognized request format: {exc}") from None
 
@@ -100,23 +111,22 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return seen
 
 
-def reject_duplicate_keys(body: bytes, keys_seen: int) -> None:
+def reject_duplicate_keys(body: bytes, structure: Structure, keys_seen: int) -> None:
     """Raise ``InvalidInput`` if some object in ``body`` repeats a key.
 
     ``keys_seen`` is the number of keys the caller found in the parsed document (see
-    ``count_keys``); the body must already have passed ``loads`` (so its depth is bounded).
+    ``count_keys``); ``body`` must already have passed ``loads`` (so its depth is bounded).
     """
-    if body.count(b":") <= keys_seen:
+    if structure.keys <= keys_seen:
         return
-    # Only reached for bodies with ':' inside strings or objects the caller did not walk.
     json.loads(body, object_pairs_hook=_no_duplicates)
 
 
 def parse_json(body: bytes, *, max_depth: int, skip: frozenset[str] = frozenset()) -> Any:
     """Parse an untrusted JSON body: depth limit, strict syntax, no duplicate keys."""
-    value = loads(body, max_depth=max_depth)
-    if isinstance(value, (dict, list)):
-        reject_duplicate_keys(body, count_keys(value, skip))
+    value, structure = loads(body, max_depth=max_depth)
+    if structure.keys:
+        reject_duplicate_keys(body, structure, count_keys(value, skip))
     return value
 
 
