@@ -200,7 +200,7 @@ def array_from_raw(
     known = declared_count(shape)
     budget.check_elements(what, known)
     if datatype == "BYTES":
-        limit = budget.limits.max_elements if -1 in shape else known
+        limit = budget.elements_left if -1 in shape else known
         items = split_bytes_elements(
             what, raw, expected=None if -1 in shape else known, limit=limit
         )
