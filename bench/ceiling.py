@@ -43,10 +43,15 @@ def load_model(example_dir: Path) -> Any:
     return model
 
 
-def measure(example_dir: Path, png: Path, seconds: float) -> dict[str, Any]:
-    """Loop batch-1 inference for ``seconds``; return inferences/s and latency percentiles."""
+def measure(example_dir: Path, png: Path, seconds: float, threads: int = 0) -> dict[str, Any]:
+    """Loop batch-1 inference for ``seconds``; return inferences/s and latency percentiles.
+
+    ``threads`` > 0 pins torch's intra-op thread count; 0 keeps torch's default.
+    """
     import torch
 
+    if threads > 0:
+        torch.set_num_threads(threads)
     model = load_model(example_dir)
     tensor = torch.from_numpy(preprocess(png))
     latencies: list[float] = []
@@ -79,8 +84,9 @@ def main() -> None:
     parser.add_argument("--example-dir", type=Path, required=True)
     parser.add_argument("--png", type=Path, required=True)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     args = parser.parse_args()
-    print(json.dumps(measure(args.example_dir, args.png, args.seconds)))
+    print(json.dumps(measure(args.example_dir, args.png, args.seconds, args.threads)))
 
 
 if __name__ == "__main__":

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
-from bench import loadgen
+from bench import loadgen, procs
 from bench.payloads import Payload, png_path
 from bench.report import MIB, Row
 from bench.servers import ManagedServer, ServerNotReady, clean_env, probe, wait_first_prediction
@@ -41,6 +43,19 @@ class Plan:
     thread_compare_concurrency: int = 32
     ceiling_s: float = 5.0
     ready_timeout_s: float = 120.0
+    quiet_wait_s: float = 60.0  # longest wait for other work on the machine to calm down
+    quiet_threshold_pct: float = 15.0
+
+
+def wait_quiet(plan: Plan, say: Say) -> float:
+    """Before a measurement, give other work on this (possibly shared) machine time to finish."""
+    if plan.quiet_wait_s <= 0:
+        return 0.0
+    cpus = os.cpu_count() or 1
+    busy = procs.wait_quiet(plan.quiet_wait_s, plan.quiet_threshold_pct, cpus)
+    if busy >= plan.quiet_threshold_pct:
+        say(f"  machine still {busy:.0f}% busy after {plan.quiet_wait_s:g} s: measuring anyway")
+    return busy
 
 
 def points(plan: Plan, config: str) -> list[tuple[str, int]]:
@@ -74,7 +89,13 @@ def _script(cache: Path, payload: Payload) -> Path:
 
 
 def measure_point(
-    server: ManagedServer, config: str, payload: Payload, concurrency: int, plan: Plan, cache: Path
+    server: ManagedServer,
+    config: str,
+    payload: Payload,
+    concurrency: int,
+    plan: Plan,
+    cache: Path,
+    say: Say,
 ) -> Row:
     """Check one request works, warm up, run the timed load, and read the tree's RSS."""
     with httpx.Client(timeout=30.0) as client:
@@ -86,9 +107,13 @@ def measure_point(
         return _row(config, payload.row, concurrency, note="request rejected", detail=detail)
     script = _script(cache, payload)
     url = server.base_url + payload.path
+    busy_before = wait_quiet(plan, say)
     if plan.warmup_s > 0:
         loadgen.run_wrk(url, script, concurrency, plan.warmup_s)
+    before, started = procs.CpuSample.take(server.root_pid()), time.monotonic()
     result = loadgen.run_wrk(url, script, concurrency, plan.duration_s)
+    after, wall = procs.CpuSample.take(server.root_pid()), time.monotonic() - started
+    other = procs.other_cpu_percent(before, after, wall, os.cpu_count() or 1)
     rss, count = server.snapshot()
     return _row(
         config,
@@ -100,8 +125,15 @@ def measure_point(
         errors=result.errors,
         rss_mib=round(rss / MIB, 1),
         procs=count,
+        other_cpu_pct=round(other, 1),
         note=f"{result.errors} failed requests" if result.errors else "",
-        detail={"wrk": result.to_dict(), "sample_response": sample},
+        detail={
+            "wrk": result.to_dict(),
+            "sample_response": sample,
+            "server_cpu_s": round(after.tree_s - before.tree_s, 2),
+            "loadgen_cpu_s": round(after.children_s - before.children_s, 2),
+            "machine_busy_pct_before": round(busy_before, 1),
+        },
     )
 
 
@@ -118,12 +150,13 @@ def run_server(
     rows: list[Row] = []
     say(f"starting {LABELS[config]} (log: {server.log_path})")
     try:
+        wait_quiet(plan, say)
         server.start()
         cold = wait_first_prediction(server, payloads["png"], plan.ready_timeout_s)
         say(f"  first prediction after {cold:.2f} s")
         for index, (row, concurrency) in enumerate(todo):
             say(f"  {row} c={concurrency}: {plan.warmup_s:g} s warm-up + {plan.duration_s:g} s")
-            point = measure_point(server, config, payloads[row], concurrency, plan, cache)
+            point = measure_point(server, config, payloads[row], concurrency, plan, cache, say)
             point.cold_start_s = round(cold, 3) if index == 0 else None
             rows.append(point)
     except (ServerNotReady, OSError, loadgen.LoadGenError, httpx.HTTPError) as exc:
@@ -142,25 +175,30 @@ def run_server(
     return rows
 
 
-def run_ceiling(repo: Path, example_dir: Path, seconds: float) -> Row:
-    """Measure the model-only ceiling in a child Python process (keeps torch out of this one)."""
+def run_ceiling(repo: Path, example_dir: Path, seconds: float, threads: int = 0) -> Row:
+    """Measure the model-only ceiling in a child Python process (keeps torch out of this one).
+
+    ``threads`` > 0 pins torch's thread count (row ``model-<n>thread``); 0 keeps its default.
+    """
+    row = "model" if threads <= 0 else f"model-{threads}thread"
     cmd = [sys.executable, "-m", "bench.ceiling", "--example-dir", str(example_dir)]
     cmd += ["--png", str(png_path(example_dir)), "--seconds", str(seconds)]
+    cmd += ["--threads", str(threads)]
     proc = subprocess.run(
         cmd, cwd=repo, env=clean_env(), capture_output=True, text=True, timeout=seconds + 120
     )
     if proc.returncode != 0:
         detail = {"reason": " ".join(proc.stderr.strip().splitlines()[-1:])}
-        return _row("ceiling", "model", 1, note="not available", detail=detail)
+        return _row("ceiling", row, 1, note="not available", detail=detail)
     data = json.loads(proc.stdout.strip().splitlines()[-1])
     return _row(
         "ceiling",
-        "model",
+        row,
         1,
         req_per_s=data["per_s"],
         p50_ms=data["p50_ms"],
         p99_ms=data["p99_ms"],
         errors=0,
-        note=f"batch 1, {data['torch_threads']} torch threads",
+        note=f"inferences/s, batch 1, {data['torch_threads']} torch threads",
         detail=data,
     )

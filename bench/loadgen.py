@@ -155,7 +155,7 @@ def wrk_version() -> str:
         return "missing"
     proc = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
     lines = (proc.stdout + proc.stderr).strip().splitlines()
-    return lines[0].strip() if lines else "?"
+    return lines[0].split(" Copyright")[0].strip() if lines else "?"
 
 
 def ensure_wrk() -> None:

@@ -32,4 +32,6 @@ class Marserve(ManagedServer):
             f"{model}={self.archive.name}",
             "--ts-config",
             str(self.config),
+            "--pid-file",  # keeps our instance apart from any other marserve on the machine
+            str(self.run_dir / "marserve.pid"),
         ]

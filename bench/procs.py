@@ -7,22 +7,34 @@ import os
 import signal
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 PROC = Path("/proc")
 
 
-def parse_stat(text: str) -> tuple[str, int, int]:
-    """Return (state, ppid, start time in clock ticks) from the text of /proc/<pid>/stat.
+class Stat(NamedTuple):
+    """The fields of /proc/<pid>/stat the harness uses (times in clock ticks)."""
+
+    state: str
+    ppid: int
+    utime: int
+    stime: int
+    start: int
+
+
+def parse_stat(text: str) -> Stat:
+    """Parse the text of /proc/<pid>/stat.
 
     The command name sits in parentheses and may itself contain spaces or parentheses,
     so the fields after it are found from the last closing parenthesis.
     """
     rest = text[text.rindex(")") + 2 :].split()
-    return rest[0], int(rest[1]), int(rest[19])
+    return Stat(rest[0], int(rest[1]), int(rest[11]), int(rest[12]), int(rest[19]))
 
 
-def _read_stat(pid: int) -> tuple[str, int, int] | None:
+def _read_stat(pid: int) -> Stat | None:
     try:
         return parse_stat((PROC / str(pid) / "stat").read_text())
     except (OSError, ValueError, IndexError):
@@ -56,6 +68,15 @@ def descendants(root: int, parents: dict[int, int] | None = None) -> list[int]:
     return found
 
 
+def cmdline(pid: int) -> list[str]:
+    """The process's argument vector ([] if it is gone)."""
+    try:
+        raw = (PROC / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return []
+    return raw.decode(errors="replace").split("\0")[:-1]
+
+
 def rss_bytes(pid: int) -> int:
     """Resident set size of one process in bytes (0 if it is gone)."""
     try:
@@ -77,7 +98,7 @@ def identify(pids: Iterable[int]) -> dict[int, int]:
     for pid in pids:
         stat = _read_stat(pid)
         if stat is not None and stat[0] != "Z":
-            known[pid] = stat[2]
+            known[pid] = stat.start
     return known
 
 
@@ -86,7 +107,7 @@ def is_alive(pid: int, start: int | None = None) -> bool:
     stat = _read_stat(pid)
     if stat is None or stat[0] == "Z":
         return False
-    return start is None or stat[2] == start
+    return start is None or stat.start == start
 
 
 def wait_gone(procs: dict[int, int], timeout_s: float) -> dict[int, int]:
@@ -106,3 +127,74 @@ def kill_all(procs: dict[int, int]) -> None:
         if is_alive(pid, start):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def _ticks() -> int:
+    return os.sysconf("SC_CLK_TCK")
+
+
+def parse_cpu_line(line: str) -> int:
+    """Busy clock ticks (user, nice, system, irq, softirq, steal) from /proc/stat's cpu line."""
+    fields = [int(value) for value in line.split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return user + nice + system + irq + softirq + steal
+
+
+def system_busy_s() -> float:
+    """CPU seconds all CPUs have spent busy since boot."""
+    with (PROC / "stat").open() as handle:
+        return parse_cpu_line(handle.readline()) / _ticks()
+
+
+def cpu_s(pids: Iterable[int]) -> float:
+    """CPU seconds (user + system) used so far by the given live processes."""
+    total = 0
+    for pid in pids:
+        stat = _read_stat(pid)
+        if stat is not None:
+            total += stat.utime + stat.stime
+    return total / _ticks()
+
+
+@dataclass(frozen=True, slots=True)
+class CpuSample:
+    """CPU seconds at one instant: whole machine, a server tree, and our reaped children."""
+
+    system_s: float
+    tree_s: float
+    children_s: float
+
+    @classmethod
+    def take(cls, root: int | None) -> CpuSample:
+        times = os.times()
+        tree = cpu_s(descendants(root)) if root is not None else 0.0
+        return cls(system_busy_s(), tree, times.children_user + times.children_system)
+
+
+def other_cpu_percent(before: CpuSample, after: CpuSample, wall_s: float, cpus: int) -> float:
+    """Share of the machine's CPU used by anything but the server and our load generator."""
+    if wall_s <= 0 or cpus <= 0:
+        return 0.0
+    system = after.system_s - before.system_s
+    ours = (after.tree_s - before.tree_s) + (after.children_s - before.children_s)
+    return max(0.0, system - ours) / (wall_s * cpus) * 100.0
+
+
+def busy_percent(sample_s: float, cpus: int) -> float:
+    """Share of the whole machine's CPU that was busy over the next ``sample_s`` seconds."""
+    before, started = system_busy_s(), time.monotonic()
+    time.sleep(sample_s)
+    wall = time.monotonic() - started
+    return (system_busy_s() - before) / (wall * max(cpus, 1)) * 100.0
+
+
+def wait_quiet(limit_s: float, threshold_pct: float, cpus: int) -> float:
+    """Wait (at most ``limit_s``) for a 1 s sample with machine CPU below ``threshold_pct``.
+
+    Returns the last sample, so the caller can record how busy the machine still was.
+    """
+    deadline = time.monotonic() + limit_s
+    busy = busy_percent(1.0, cpus)
+    while busy >= threshold_pct and time.monotonic() < deadline:
+        busy = busy_percent(1.0, cpus)
+    return busy

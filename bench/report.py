@@ -29,6 +29,7 @@ class Row:
     rss_mib: float | None = None
     procs: int | None = None
     cold_start_s: float | None = None
+    other_cpu_pct: float | None = None  # CPU used by neither server nor wrk: noise indicator
     note: str = ""
     detail: dict[str, Any] = field(default_factory=dict)
 
@@ -127,6 +128,7 @@ HEADERS = (
     "RSS MiB",
     "procs",
     "cold start s",
+    "other CPU %",
     "note",
 )
 
@@ -144,6 +146,7 @@ def cells(item: Row) -> list[str]:
         _fmt(item.rss_mib, 0),
         _fmt(item.procs),
         _fmt(item.cold_start_s, 2),
+        _fmt(item.other_cpu_pct, 0),
         item.note,
     ]
 
@@ -168,8 +171,24 @@ def print_table(rows: list[Row], checks: list[Check], console: Console | None = 
         console.print(escape(f"  [{_verdict(check)}] {check.target}: {check.evidence}"))
 
 
+NOISY_PCT = 10.0
+
+
+def noise_warning(rows: list[Row]) -> str | None:
+    """A warning when other processes took a noticeable share of the CPU during some rows."""
+    noisy = [item for item in rows if (item.other_cpu_pct or 0.0) > NOISY_PCT]
+    if not noisy:
+        return None
+    worst = max(item.other_cpu_pct or 0.0 for item in noisy)
+    return (
+        f"{len(noisy)} of {len(rows)} rows ran while other processes used more than "
+        f"{NOISY_PCT:g}% of the CPU (up to {worst:.0f}%): those numbers are disturbed; "
+        "rerun on an idle machine"
+    )
+
+
 def reasons(rows: list[Row]) -> list[str]:
-    """One line per distinct failure reason recorded on the rows."""
+    """One line per distinct failure reason recorded on the rows, then any noise warning."""
     seen: list[str] = []
     for item in rows:
         reason = item.detail.get("reason")
@@ -177,7 +196,8 @@ def reasons(rows: list[Row]) -> list[str]:
         line = f"{where}: {item.note}: {reason}"
         if reason and line not in seen:
             seen.append(line)
-    return seen
+    warning = noise_warning(rows)
+    return [*seen, warning] if warning else seen
 
 
 def markdown(rows: list[Row], checks: list[Check], meta: dict[str, Any]) -> str:

@@ -53,6 +53,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--example-dir", type=Path, default=REPO / "examples" / "mnist")
     p.add_argument("--wait-example", type=float, default=120.0, help="seconds to wait for it")
     p.add_argument("--ready-timeout", type=float, default=120.0, help="seconds to first answer")
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=60.0,
+        help="before each measurement, wait up to this many seconds for the machine to be idle",
+    )
+    p.add_argument("--quiet-threshold", type=float, default=15.0, help="idle means CPU %% below")
     return p.parse_args(argv)
 
 
@@ -65,7 +72,10 @@ def _fresh_dir(path: Path) -> Path:
 
 def make_server(config: str, bindir: Path, store: Path, archive: Path) -> ManagedServer:
     """Build the server object for one configuration, with its config.properties written."""
-    run_dir = _fresh_dir(CACHE / "runs" / config)
+    run_dir = CACHE / "runs" / config
+    if config != "marserve":  # a killed earlier run may have left its TorchServe running
+        TorchServe(config, run_dir, free_ports(), bindir, store, archive).stop_leftover()
+    _fresh_dir(run_dir)
     ports = free_ports()
     extra: dict[str, str] = {}
     server: ManagedServer
@@ -159,10 +169,13 @@ def main(argv: list[str] | None = None) -> int:
         thread_compare_concurrency=args.thread_compare_concurrency,
         ceiling_s=args.ceiling_seconds,
         ready_timeout_s=args.ready_timeout,
+        quiet_wait_s=args.quiet_wait,
+        quiet_threshold_pct=args.quiet_threshold,
     )
     load_before = _loadavg()
     bindir, store, archive = prepare(args, say)
-    bodies = payloads.build_payloads(args.example_dir, MODEL)
+    example = args.example_dir.resolve()
+    bodies = payloads.build_payloads(example, MODEL)
     rows: list[report.Row] = []
     for config in plan.servers:
         if config == "ceiling":
@@ -171,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
         rows += harness.run_server(server, config, bodies, plan, CACHE, say)
     if "ceiling" in plan.servers and plan.ceiling_s > 0:
         say(f"model-only ceiling: {plan.ceiling_s:g} s in-process")
-        rows.append(harness.run_ceiling(REPO, args.example_dir.resolve(), plan.ceiling_s))
+        for threads in (0, 1):
+            harness.wait_quiet(plan, say)
+            rows.append(harness.run_ceiling(REPO, example, plan.ceiling_s, threads))
     checks = report.evaluate(rows)
     report.print_table(rows, checks, console)
     json_path, md_path = CACHE / "last-results.json", CACHE / "RESULTS.generated.md"

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench import procs
 from bench.servers import ManagedServer, Ports, clean_env
 
 TS_VERSION = "0.12.0"
@@ -21,6 +22,7 @@ TS_PACKAGES = (
     "pillow",
 )
 _STAMP = ".bench-installed"
+TS_MAIN_CLASS = "org.pytorch.serve.ModelServer"
 
 
 class SetupError(RuntimeError):
@@ -165,5 +167,11 @@ class TorchServe(ManagedServer):
             check=False,
         )
 
-    def version(self) -> str:
-        return _run([str(self.bindir / "torchserve"), "--version"], timeout_s=60).strip()
+    def stop_leftover(self) -> None:
+        """Stop a TorchServe a killed earlier run left behind in this run directory, if any."""
+        root = self.root_pid()
+        if root is None or TS_MAIN_CLASS not in procs.cmdline(root):
+            return  # no pid file, or the pid now belongs to something else
+        self.snapshot()
+        self.graceful_stop()
+        procs.kill_all(procs.wait_gone(self.seen, timeout_s=30))

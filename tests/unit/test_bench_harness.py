@@ -223,7 +223,7 @@ def test_markdown_and_json_outputs(tmp_path: Path) -> None:
     report.write_outputs(rows, checks, {"cpu": "2 x test"}, json_path, md_path)
     text = md_path.read_text()
     assert text.startswith("| server | row | c | req/s |")
-    assert "| torchserve | png | 8 | 123 | 25.00 | 50.00 | 0 | 500 | 3 | 3.21 |  |" in text
+    assert "| torchserve | png | 8 | 123 | 25.00 | 50.00 | 0 | 500 | 3 | 3.21 | - |  |" in text
     assert "- marserve: not available: boom" in text
     assert "- cpu: 2 x test" in text
     document = json.loads(json_path.read_text())
@@ -231,9 +231,38 @@ def test_markdown_and_json_outputs(tmp_path: Path) -> None:
     assert document["checks"][0]["met"] is None
 
 
+def test_noise_warning_names_disturbed_rows() -> None:
+    quiet = _row("torchserve", 8, 100.0, 50.0, other_cpu_pct=3.0)
+    assert report.noise_warning([quiet]) is None
+    noisy = _row("marserve", 8, 100.0, 50.0, other_cpu_pct=42.0)
+    warning = report.noise_warning([quiet, noisy])
+    assert warning is not None and warning.startswith("1 of 2 rows") and "42%" in warning
+    assert report.reasons([quiet, noisy]) == [warning]
+
+
 def test_parse_stat_handles_parentheses_in_the_command_name() -> None:
     text = "4242 (we(ird) name) S 17 4242 4242 0 -1 4194560 " + " ".join(["0"] * 12) + " 98765 0"
-    assert procs.parse_stat(text) == ("S", 17, 98765)
+    assert procs.parse_stat(text) == procs.Stat("S", 17, 0, 0, 98765)
+    text = "7 (x) R 1 " + " ".join(str(n) for n in range(5, 25))
+    assert procs.parse_stat(text) == procs.Stat("R", 1, 14, 15, 22)  # fields 14, 15 and 22
+
+
+def test_parse_cpu_line_counts_busy_ticks_only() -> None:
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    assert procs.parse_cpu_line("cpu  100 2 30 5000 40 5 6 7 0 0") == 100 + 2 + 30 + 5 + 6 + 7
+
+
+def test_other_cpu_percent_subtracts_server_and_loadgen() -> None:
+    before = procs.CpuSample(system_s=100.0, tree_s=10.0, children_s=1.0)
+    after = procs.CpuSample(system_s=120.0, tree_s=25.0, children_s=3.0)
+    # 20 s busy in 10 s on 2 CPUs; 15 s server + 2 s wrk -> 3 s other = 15 %
+    assert procs.other_cpu_percent(before, after, 10.0, 2) == pytest.approx(15.0)
+    assert procs.other_cpu_percent(after, after, 0.0, 2) == 0.0
+
+
+def test_cpu_sample_of_this_process_tree_is_real() -> None:
+    sample = procs.CpuSample.take(os.getpid())
+    assert sample.system_s > 0 and sample.tree_s > 0
 
 
 def test_descendants_walks_the_tree() -> None:
@@ -245,6 +274,7 @@ def test_descendants_walks_the_tree() -> None:
 def test_tree_rss_and_kill_all_on_a_real_child() -> None:
     child = subprocess.Popen(["sleep", "30"])
     try:
+        assert procs.cmdline(child.pid) == ["sleep", "30"]
         rss, pids = procs.tree_rss(os.getpid())
         assert child.pid in pids and rss > 0
         known = procs.identify([child.pid])
@@ -253,6 +283,7 @@ def test_tree_rss_and_kill_all_on_a_real_child() -> None:
         procs.kill_all(known)
         child.wait(timeout=10)
         assert procs.wait_gone(known, timeout_s=5) == {}
+        assert procs.cmdline(child.pid) == []
     finally:
         if child.poll() is None:
             child.kill()
