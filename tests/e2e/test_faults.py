@@ -97,7 +97,7 @@ def test_wrong_number_of_results_is_a_clear_500(probe: RunningServer) -> None:
 
 def test_v1_and_v2_errors_use_the_kserve_body(probe: RunningServer) -> None:
     response = probe.client.post(
-        "/v1/models/probe:predict", json={"instances": [{"raise": True}]}
+        "/v1/models/probe:predict", json={"instances": [{"data": {"raise": True}}]}
     )
     assert response.status_code == 500
     assert list(response.json()) == ["error"]

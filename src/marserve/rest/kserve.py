@@ -7,13 +7,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from marserve.dataplane import DataPlane
-from marserve.errors import InvalidInput, NotFound
+from marserve.errors import NotFound
 from marserve.protocol import v1, v2_json
 from marserve.protocol.limits import DecodeLimits
 from marserve.rest.body import read_body
 
 _JSON = "application/json"
-_HEADER_LENGTH = "inference-header-content-length"
 _V1_VERBS = {"predict": "predict", "explain": "explain"}
 
 
@@ -68,10 +67,8 @@ class KServeRoutes:
     async def _infer(self, request: Request, verb: str) -> Response:
         params = request.path_params
         body = await read_body(request, self.max_request_size)
-        header_length = request.headers.get(_HEADER_LENGTH)
-        content_type = request.headers.get("content-type", "")
-        if header_length is None and content_type.startswith("application/octet-stream"):
-            raise InvalidInput("'Inference-Header-Content-Length' header is missing")
+        header_length = request.headers.get(v2_json.HEADER_LENGTH)
+        v2_json.check_binary_header(request.headers.get("content-type"), header_length)
         infer_request = v2_json.decode_infer_request(
             body,
             model_name=params["name"],
@@ -80,7 +77,11 @@ class KServeRoutes:
             limits=self.limits,
         )
         response = await self.dataplane.infer(infer_request, request.headers, verb=verb)
-        payload, headers = v2_json.encode_infer_response(response, infer_request.outputs)
+        payload, headers = v2_json.encode_infer_response(
+            response,
+            infer_request.outputs,
+            binary_outputs_default=v2_json.binary_output_default(infer_request),
+        )
         return Response(payload, headers=headers)
 
     async def infer(self, request: Request) -> Response:

@@ -137,25 +137,15 @@ def _release_cuda_cache() -> None:
 
 
 def run_batch(entry: EntryPoint, context: Any, batch: Batch) -> BatchResult:
-    context.begin_batch(batch.request_ids, batch.headers)
+    headers = batch.headers
+    if batch.verb == "explain":  # TorchServe's handlers pick explain_handle on this header
+        headers = [{**h, "explain": "True"} for h in headers]
+    context.begin_batch(batch.request_ids, headers)
     try:
-        if batch.verb == "explain":
-            values = _explain(entry, context, batch)
-        else:
-            values = entry(batch.items, context)
+        values = entry(batch.items, context)
     except Exception as exc:  # the handler is user code: any failure becomes data
         return _failure(batch, exc)
     return _item_results(values, batch, context)
-
-
-def _explain(entry: EntryPoint, context: Any, batch: Batch) -> Any:
-    from marserve.handlers.exceptions import PredictionException
-
-    service = getattr(entry, "__self__", None)
-    explain = getattr(service, "explain", None)
-    if explain is None:
-        raise PredictionException("this model does not support explanations", 501)
-    return explain(batch.items, context)
 
 
 def serve(sock: socket.socket) -> int:
