@@ -61,9 +61,7 @@ class DynamicBatcher(Generic[Slot, Item, Result]):
     def submit(self, item: Item) -> asyncio.Future[Result]:
         """Queue an item; the future resolves to its result. Raises QueueFull at once."""
         if len(self._queue) >= self.queue_limit:
-            raise QueueFull(
-                "Model queue is full, retry later", headers={"Retry-After": "1"}
-            )
+            raise QueueFull("Model queue is full, retry later", headers={"Retry-After": "1"})
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
         self._not_empty.set()

@@ -85,8 +85,14 @@ class DataPlane:
         return [_value_of(result) for result in results]
 
     async def predict_one(
-        self, name: str, version: str | None, data: dict[str, Any], headers: Mapping[str, str],
-        *, verb: str = "predict", request_id: str | None = None,
+        self,
+        name: str,
+        version: str | None,
+        data: dict[str, Any],
+        headers: Mapping[str, str],
+        *,
+        verb: str = "predict",
+        request_id: str | None = None,
     ) -> ItemResult:
         """TorchServe's ``/predictions``: one request, one handler row, the raw item result."""
         handle = self.registry.get(name, version)
@@ -103,8 +109,13 @@ class DataPlane:
         return result
 
     async def v1(
-        self, name: str, version: str | None, instances: list[Any], headers: Mapping[str, str],
-        *, verb: str = "predict",
+        self,
+        name: str,
+        version: str | None,
+        instances: list[Any],
+        headers: Mapping[str, str],
+        *,
+        verb: str = "predict",
     ) -> list[Any]:
         """KServe v1: one handler row per instance (a static batch), one value per instance."""
         handle = self.registry.get(name, version)
@@ -165,21 +176,22 @@ def _text_or_bytes(element: Any) -> Any:
 
 
 def _tensor_of(name: str, values: list[Any]) -> Tensor:
-    """One output tensor from the per-row values: numeric when they stack, BYTES (JSON) otherwise."""
+    """One output tensor from per-row values: numeric when they stack, else BYTES of JSON."""
     try:
         array = np.asarray(values)
     except (ValueError, TypeError):
         array = np.asarray([], dtype=object)
-    if array.dtype.kind in "biuf" and array.size > 0 or (array.size == 0 and not values):
+    if (array.dtype.kind in "biuf" and array.size > 0) or (array.size == 0 and not values):
         if array.dtype.kind == "i" and array.dtype.itemsize < 8:
             array = array.astype(np.int64)
         return Tensor.from_array(name, array)
     try:
-        encoded = [v if isinstance(v, bytes) else orjson.dumps(
-            v, option=orjson.OPT_SERIALIZE_NUMPY) for v in values]
+        encoded = [
+            v if isinstance(v, bytes) else orjson.dumps(v, option=orjson.OPT_SERIALIZE_NUMPY)
+            for v in values
+        ]
     except TypeError as exc:
         raise MarserveError("Invalid handler output: a result is not serializable") from exc
     data = np.empty(len(encoded), dtype=object)
     data[:] = encoded
     return Tensor(name=name, datatype="BYTES", shape=(len(encoded),), data=data)
-

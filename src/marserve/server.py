@@ -128,7 +128,10 @@ class Server:
         name = source.name or (source.config.name if source.config else manifest.model_name)
         version = source.config.version if source.config else manifest.model_version
         return model_config(
-            name, version, self.settings, yaml_config=yaml_config,
+            name,
+            version,
+            self.settings,
+            yaml_config=yaml_config,
             auto_workers=os.cpu_count() or 1,
         )
 
@@ -174,8 +177,9 @@ class Server:
         )
         self.registry.add(handle, default=config.default_version)
         pool.start()
-        log.info("model %s version %s: starting %d worker(s)", config.name, version,
-                 config.min_workers)
+        log.info(
+            "model %s version %s: starting %d worker(s)", config.name, version, config.min_workers
+        )
         return handle
 
     # lifecycle ----------------------------------------------------------------------------
@@ -183,8 +187,10 @@ class Server:
         """Bind the listeners first (so a client can poll readiness), then load every model."""
         self._listen()
         sources = self.startup_models()
-        planned = sum(max(1, cfg.min_workers) if cfg else max(1, self._default_workers())
-                      for cfg in (s.config for s in sources))
+        planned = sum(
+            max(1, cfg.min_workers) if cfg else max(1, self._default_workers())
+            for cfg in (s.config for s in sources)
+        )
         threads = self._torch_threads(planned)
         for source in sources:
             await self.load_model(source, threads)

@@ -58,9 +58,7 @@ STATUS: dict[ErrorCode, Status] = {
     ErrorCode.FORBIDDEN: Status(403, GrpcCode.PERMISSION_DENIED, "ForbiddenException"),
     ErrorCode.NOT_FOUND: Status(404, GrpcCode.NOT_FOUND, "ResourceNotFoundException"),
     ErrorCode.MODEL_NOT_FOUND: Status(404, GrpcCode.NOT_FOUND, "ModelNotFoundException"),
-    ErrorCode.METHOD_NOT_ALLOWED: Status(
-        405, GrpcCode.UNIMPLEMENTED, "MethodNotAllowedException"
-    ),
+    ErrorCode.METHOD_NOT_ALLOWED: Status(405, GrpcCode.UNIMPLEMENTED, "MethodNotAllowedException"),
     ErrorCode.CONFLICT: Status(409, GrpcCode.ABORTED, "ConflictStatusException"),
     ErrorCode.PAYLOAD_TOO_LARGE: Status(413, GrpcCode.RESOURCE_EXHAUSTED, "RequestTooLarge"),
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: Status(
@@ -69,9 +67,7 @@ STATUS: dict[ErrorCode, Status] = {
     ErrorCode.CANCELLED: Status(499, GrpcCode.CANCELLED, "RequestCancelled"),
     ErrorCode.INTERNAL: Status(500, GrpcCode.INTERNAL, "InternalServerException"),
     ErrorCode.NOT_IMPLEMENTED: Status(501, GrpcCode.UNIMPLEMENTED, "NotImplementedException"),
-    ErrorCode.SERVICE_UNAVAILABLE: Status(
-        503, GrpcCode.UNAVAILABLE, "ServiceUnavailableException"
-    ),
+    ErrorCode.SERVICE_UNAVAILABLE: Status(503, GrpcCode.UNAVAILABLE, "ServiceUnavailableException"),
     ErrorCode.TIMEOUT: Status(504, GrpcCode.DEADLINE_EXCEEDED, "RequestTimeout"),
     ErrorCode.OUT_OF_RESOURCES: Status(507, GrpcCode.RESOURCE_EXHAUSTED, "OutOfResources"),
 }

@@ -35,8 +35,19 @@ def probe_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     store = tmp_path_factory.mktemp("probe-store")
     weights = store / "empty.bin"
     weights.write_bytes(b"")
-    run(ARCHIVER, "--model-name", "probe", "--version", "1.0", "--serialized-file", weights,
-        "--handler", PROBE / "probe_handler.py", "--export-path", store)
+    run(
+        ARCHIVER,
+        "--model-name",
+        "probe",
+        "--version",
+        "1.0",
+        "--serialized-file",
+        weights,
+        "--handler",
+        PROBE / "probe_handler.py",
+        "--export-path",
+        store,
+    )
     weights.unlink()
     return store
 
@@ -45,9 +56,21 @@ def probe_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def ts_mnist_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The MNIST example archived by the real torch-model-archiver (handler imports ``ts.*``)."""
     store = tmp_path_factory.mktemp("ts-mnist-store")
-    run(ARCHIVER, "--model-name", "mnist", "--version", "1.0",
-        "--model-file", EXAMPLE / "mnist.py", "--serialized-file", EXAMPLE / "mnist_cnn.pt",
-        "--handler", EXAMPLE / "mnist_handler.py", "--export-path", store)
+    run(
+        ARCHIVER,
+        "--model-name",
+        "mnist",
+        "--version",
+        "1.0",
+        "--model-file",
+        EXAMPLE / "mnist.py",
+        "--serialized-file",
+        EXAMPLE / "mnist_cnn.pt",
+        "--handler",
+        EXAMPLE / "mnist_handler.py",
+        "--export-path",
+        store,
+    )
     return store
 
 

@@ -36,8 +36,12 @@ def snapshot(*models: dict[str, object]) -> dict[str, object]:
     entries: dict[str, object] = {}
     for model in models:
         params = {
-            "defaultVersion": True, "minWorkers": 1, "maxWorkers": 1, "batchSize": 1,
-            "maxBatchDelay": 10, "responseTimeout": 120,
+            "defaultVersion": True,
+            "minWorkers": 1,
+            "maxWorkers": 1,
+            "batchSize": 1,
+            "maxBatchDelay": 10,
+            "responseTimeout": 120,
         }
         params.update({k: v for k, v in model.items() if k not in ("name", "version")})
         entries[str(model["name"])] = {str(model.get("version", "1.0")): params}
@@ -96,16 +100,31 @@ class RunningServer:
 
 
 def start_server(
-    tmp: Path, model_store: Path, config: Path, *extra_args: str, wait: bool = True,
+    tmp: Path,
+    model_store: Path,
+    config: Path,
+    *extra_args: str,
+    wait: bool = True,
     env: dict[str, str] | None = None,
 ) -> RunningServer:
     port_file = tmp / "ports.json"
     port_file.unlink(missing_ok=True)
     log_path = tmp / "server.log"
     command = [
-        sys.executable, "-m", "marserve", "serve", "--foreground",
-        "--model-store", str(model_store), "--ts-config", str(config),
-        "--port-file", str(port_file), "--pid-file", str(tmp / "marserve.pid"), *extra_args,
+        sys.executable,
+        "-m",
+        "marserve",
+        "serve",
+        "--foreground",
+        "--model-store",
+        str(model_store),
+        "--ts-config",
+        str(config),
+        "--port-file",
+        str(port_file),
+        "--pid-file",
+        str(tmp / "marserve.pid"),
+        *extra_args,
     ]
     with log_path.open("wb") as log:
         process = subprocess.Popen(

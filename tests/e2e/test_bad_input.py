@@ -48,9 +48,7 @@ V2_CASES = {
     "A7 overflow": (v2([tensor([16, 2**60 + 2], [1])]), 400, ""),
     "A8 wrong shape for the model": (v2([tensor([1, 27, 28], [[[0.0] * 28] * 27])]), 400, ""),
     "A9 deep nesting": (b'{"inputs": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "depth"),
-    "A10 duplicate input names": (
-        v2([tensor([1], [1.0]), tensor([1], [2.0])]), 400, "input-0"
-    ),
+    "A10 duplicate input names": (v2([tensor([1], [1.0]), tensor([1], [2.0])]), 400, "input-0"),
     "A12 invalid utf-8": (b'{"inputs": "\xff\xfe"}', 400, ""),
 }
 
@@ -135,8 +133,16 @@ def test_predictions_bad_bodies(
 
 def test_binary_extension_errors(mnist_server: RunningServer) -> None:
     header = json.dumps(
-        {"inputs": [{"name": "input-0", "shape": [1, 28, 28], "datatype": "FP32",
-                     "parameters": {"binary_data_size": 3136}}]}
+        {
+            "inputs": [
+                {
+                    "name": "input-0",
+                    "shape": [1, 28, 28],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": 3136},
+                }
+            ]
+        }
     ).encode()
     payload = header + b"\x00" * 3136
     octet = {"content-type": "application/octet-stream"}
@@ -154,7 +160,8 @@ def test_binary_extension_errors(mnist_server: RunningServer) -> None:
         )
         assert_error(response, 400, fragment)
     good = mnist_server.client.post(
-        "/v2/models/mnist/infer", content=payload,
+        "/v2/models/mnist/infer",
+        content=payload,
         headers={**octet, "inference-header-content-length": str(len(header))},
     )
     assert good.status_code == 200, good.text
@@ -164,11 +171,20 @@ def test_binary_extension_errors(mnist_server: RunningServer) -> None:
 def test_bytes_tensor_with_bad_length_prefix(mnist_server: RunningServer) -> None:
     element = struct.pack("<I", 100) + b"short"
     header = json.dumps(
-        {"inputs": [{"name": "input-0", "shape": [1], "datatype": "BYTES",
-                     "parameters": {"binary_data_size": len(element)}}]}
+        {
+            "inputs": [
+                {
+                    "name": "input-0",
+                    "shape": [1],
+                    "datatype": "BYTES",
+                    "parameters": {"binary_data_size": len(element)},
+                }
+            ]
+        }
     ).encode()
     response = mnist_server.client.post(
-        "/v2/models/mnist/infer", content=header + element,
+        "/v2/models/mnist/infer",
+        content=header + element,
         headers={"inference-header-content-length": str(len(header))},
     )
     assert_error(response, 400, "")

@@ -29,9 +29,9 @@ def _server(tmp: Path, store: Path, **model: object) -> RunningServer:
 
 
 @pytest.fixture()
-def probe(tmp_path: Path, probe_store: Path, request: pytest.FixtureRequest) -> Iterator[
-    RunningServer
-]:
+def probe(
+    tmp_path: Path, probe_store: Path, request: pytest.FixtureRequest
+) -> Iterator[RunningServer]:
     marker = request.node.get_closest_marker("probe_config")
     params = dict(marker.kwargs) if marker else {}
     server = _server(tmp_path, probe_store, **params)

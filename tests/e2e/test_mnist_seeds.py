@@ -27,9 +27,17 @@ def png(digit: int) -> bytes:
 
 def test_v1_predict_with_the_seeds_curl(mnist_server: RunningServer) -> None:
     output = subprocess.run(
-        ["curl", "-s", "-H", "Host: torchserve.kserve-test.example.com",
-         f"{mnist_server.url}/v1/models/mnist:predict", "-d", f"@{V1_SAMPLE}"],
-        check=True, capture_output=True,
+        [
+            "curl",
+            "-s",
+            "-H",
+            "Host: torchserve.kserve-test.example.com",
+            f"{mnist_server.url}/v1/models/mnist:predict",
+            "-d",
+            f"@{V1_SAMPLE}",
+        ],
+        check=True,
+        capture_output=True,
     ).stdout
     assert json.loads(output) == {"predictions": [2]}
 
@@ -53,9 +61,7 @@ def test_v1_model_status_and_list(mnist_server: RunningServer) -> None:
 
 
 def test_v2_tensor_sample_is_a_zero(mnist_server: RunningServer) -> None:
-    response = mnist_server.client.post(
-        "/v2/models/mnist/infer", content=V2_TENSOR.read_bytes()
-    )
+    response = mnist_server.client.post("/v2/models/mnist/infer", content=V2_TENSOR.read_bytes())
     assert response.status_code == 200, response.text
     assert response.json() == {
         "id": "d3b15cad-50a2-4eaf-80ce-8b0a428bd298",
@@ -99,7 +105,8 @@ def test_predictions_with_curl_upload_and_multipart(mnist_server: RunningServer)
     image = EXAMPLE / "test_data" / "8.png"
     output = subprocess.run(
         ["curl", "-s", f"{mnist_server.url}/predictions/mnist", "-T", str(image)],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     ).stdout
     assert json.loads(output) == 8
     response = mnist_server.client.post(
@@ -182,4 +189,3 @@ def test_concurrent_clients_all_get_their_own_answer(mnist_server: RunningServer
 
     with ThreadPoolExecutor(8) as pool:
         assert list(pool.map(predict, digits)) == digits
-

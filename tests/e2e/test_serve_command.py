@@ -1,4 +1,4 @@
-"""The ``serve``/``stop`` commands with TorchServe's flags, and archives from torch-model-archiver."""
+"""The serve and stop commands with TorchServe's flags; archives from torch-model-archiver."""
 
 from __future__ import annotations
 
@@ -42,10 +42,26 @@ def test_start_detaches_and_stop_stops(tmp_path: Path, ts_mnist_store: Path) -> 
     port_file = tmp_path / "ports.json"
     marserve = [sys.executable, "-m", "marserve"]
     started = subprocess.run(
-        [*marserve, "serve", "--start", "--model-store", str(ts_mnist_store),
-         "--ts-config", str(config), "--models", "mnist=mnist.mar", "--pid-file", str(pid_file),
-         "--port-file", str(port_file), "--log-file", str(tmp_path / "daemon.log")],
-        capture_output=True, text=True, timeout=30,
+        [
+            *marserve,
+            "serve",
+            "--start",
+            "--model-store",
+            str(ts_mnist_store),
+            "--ts-config",
+            str(config),
+            "--models",
+            "mnist=mnist.mar",
+            "--pid-file",
+            str(pid_file),
+            "--port-file",
+            str(port_file),
+            "--log-file",
+            str(tmp_path / "daemon.log"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert started.returncode == 0, started.stderr
     deadline = time.monotonic() + 60
@@ -61,7 +77,9 @@ def test_start_detaches_and_stop_stops(tmp_path: Path, ts_mnist_store: Path) -> 
         time.sleep(0.05)
     assert httpx.get(f"{url}/ping").json() == {"status": "Healthy"}
     stopped = subprocess.run(
-        [*marserve, "stop", "--pid-file", str(pid_file)], capture_output=True, text=True,
+        [*marserve, "stop", "--pid-file", str(pid_file)],
+        capture_output=True,
+        text=True,
         timeout=60,
     )
     assert stopped.returncode == 0, stopped.stderr
@@ -72,7 +90,8 @@ def test_start_detaches_and_stop_stops(tmp_path: Path, ts_mnist_store: Path) -> 
 def test_stop_without_a_server_says_so(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "marserve", "stop", "--pid-file", str(tmp_path / "none.pid")],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode != 0
     assert "not running" in result.stderr
@@ -82,9 +101,20 @@ def test_bad_config_value_fails_with_a_clear_message(tmp_path: Path, ts_mnist_st
     config = tmp_path / "config.properties"
     config.write_text("job_queue_size=ten\n")
     result = subprocess.run(
-        [sys.executable, "-m", "marserve", "serve", "--foreground", "--model-store",
-         str(ts_mnist_store), "--ts-config", str(config)],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "marserve",
+            "serve",
+            "--foreground",
+            "--model-store",
+            str(ts_mnist_store),
+            "--ts-config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode != 0
     assert "job_queue_size" in result.stderr and "ten" in result.stderr

@@ -12,7 +12,7 @@ from marserve.cli.serve import serve, stop
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="marserve")
 def cli() -> None:
-    """marserve: serve PyTorch models from TorchServe .mar archives over TorchServe and KServe APIs."""
+    """marserve: serve TorchServe .mar archives over TorchServe and KServe APIs."""
 
 
 cli.add_command(archive)

@@ -43,32 +43,63 @@ def _daemonize(argv: list[str], pid_file: Path, log_file: Path) -> None:
     with log_file.open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "marserve", "serve", "--foreground", *argv],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
         )
     click.echo(f"marserve started in the background (pid {process.pid}); logs: {log_file}")
 
 
 @click.command(context_settings={"ignore_unknown_options": False})
 @click.option("--model-store", type=click.Path(path_type=Path), help="Folder of .mar archives.")
-@click.option("--ts-config", "ts_config", type=click.Path(path_type=Path, dir_okay=False),
-              help="TorchServe config.properties.")
-@click.option("--models", multiple=True,
-              help="Models to load: NAME=FILE.mar, FILE.mar or 'all' (repeat or separate by spaces).")
+@click.option(
+    "--ts-config",
+    "ts_config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="TorchServe config.properties.",
+)
+@click.option(
+    "--models",
+    multiple=True,
+    help="Models to load: NAME=FILE.mar, FILE.mar or 'all' (repeat or separate by spaces).",
+)
 @click.option("--start", is_flag=True, help="Start the server (the default action).")
 @click.option("--foreground", is_flag=True, help="Stay in the foreground instead of detaching.")
-@click.option("--ncs", "--no-config-snapshots", "ncs", is_flag=True,
-              help="Do not write config snapshots (marserve never does; accepted for TorchServe).")
+@click.option(
+    "--ncs",
+    "--no-config-snapshots",
+    "ncs",
+    is_flag=True,
+    help="Do not write config snapshots (marserve never does; accepted for TorchServe).",
+)
 @click.option("--disable-token-auth", is_flag=True, help="Turn token authorization off.")
 @click.option("--enable-model-api", is_flag=True, help="Allow model register/unregister.")
-@click.option("--port-file", type=click.Path(path_type=Path, dir_okay=False),
-              help="Write the bound URLs and pid as JSON here once serving (useful with port 0).")
-@click.option("--pid-file", type=click.Path(path_type=Path, dir_okay=False),
-              default=DEFAULT_PID_FILE, show_default=True, help="Where `marserve stop` looks.")
-@click.option("--log-file", type=click.Path(path_type=Path, dir_okay=False),
-              default=Path("logs/marserve.log"), show_default=True,
-              help="Log file when detached.")
-@click.option("--log-level", default="WARNING", show_default=True,
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option(
+    "--port-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the bound URLs and pid as JSON here once serving (useful with port 0).",
+)
+@click.option(
+    "--pid-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=DEFAULT_PID_FILE,
+    show_default=True,
+    help="Where `marserve stop` looks.",
+)
+@click.option(
+    "--log-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("logs/marserve.log"),
+    show_default=True,
+    help="Log file when detached.",
+)
+@click.option(
+    "--log-level",
+    default="WARNING",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
 def serve(**options: Any) -> None:
     """Serve a model store over TorchServe's and KServe's APIs (torchserve --start)."""
     from marserve.settings import load_settings
@@ -81,8 +112,7 @@ def serve(**options: Any) -> None:
         level=options["log_level"].upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        settings = load_settings(options["ts_config"], env=os.environ,
-                                 cli=_cli_overrides(options))
+        settings = load_settings(options["ts_config"], env=os.environ, cli=_cli_overrides(options))
     except (ConfigError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     pid_file: Path = options["pid_file"]
@@ -106,10 +136,19 @@ def _run(settings: Any, port_file: Path | None) -> None:
 
 
 @click.command()
-@click.option("--pid-file", type=click.Path(path_type=Path, dir_okay=False),
-              default=DEFAULT_PID_FILE, show_default=True)
-@click.option("--timeout", type=float, default=60.0, show_default=True,
-              help="Seconds to wait for the server to drain and exit.")
+@click.option(
+    "--pid-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=DEFAULT_PID_FILE,
+    show_default=True,
+)
+@click.option(
+    "--timeout",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for the server to drain and exit.",
+)
 def stop(pid_file: Path, timeout: float) -> None:
     """Stop a running marserve (torchserve --stop): drain, then exit."""
     try:

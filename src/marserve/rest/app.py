@@ -11,7 +11,9 @@ from marserve.rest.kserve import KServeRoutes
 from marserve.rest.torchserve import TorchServeRoutes
 
 
-def inference_app(dataplane: DataPlane, *, max_request_size: int, limits: DecodeLimits) -> Starlette:
+def inference_app(
+    dataplane: DataPlane, *, max_request_size: int, limits: DecodeLimits
+) -> Starlette:
     """TorchServe's inference API plus KServe v1 and v2 on one listener."""
     routes = TorchServeRoutes(dataplane, max_request_size, limits).routes()
     routes += KServeRoutes(dataplane, max_request_size, limits).routes()

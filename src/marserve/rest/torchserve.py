@@ -30,9 +30,7 @@ class TorchServeRoutes:
     async def _run(self, request: Request, verb: str) -> Response:
         params = request.path_params
         body = await read_body(request, self.max_request_size)
-        data = decode_prediction_body(
-            body, request.headers.get("content-type"), limits=self.limits
-        )
+        data = decode_prediction_body(body, request.headers.get("content-type"), limits=self.limits)
         result = await self.dataplane.predict_one(
             params["model"], params.get("version"), data, request.headers, verb=verb
         )

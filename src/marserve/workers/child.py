@@ -40,8 +40,18 @@ def _install_requirements(model_dir: Path, deps_dir: str, manifest: dict[str, An
     marker = target / ".installed"
     if not marker.exists():
         subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-             "--target", str(target), "-r", str(model_dir / requirements)],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--target",
+                str(target),
+                "-r",
+                str(model_dir / requirements),
+            ],
             check=True,
             cwd=model_dir,
         )
@@ -118,15 +128,19 @@ def _failure(batch: Batch, exc: BaseException) -> BatchResult:
     from marserve.handlers.exceptions import PredictionException
 
     if isinstance(exc, PredictionException):
-        return BatchResult(batch.batch_id, error_status=int(exc.error_code),
-                           error_message=str(exc.message))
+        return BatchResult(
+            batch.batch_id, error_status=int(exc.error_code), error_message=str(exc.message)
+        )
     name = type(exc).__name__
     if isinstance(exc, MemoryError) or name == "OutOfMemoryError":
         _release_cuda_cache()
         return BatchResult(batch.batch_id, error_status=507, error_message="Out of resources")
     log.exception("handler failed on batch %d", batch.batch_id)
-    return BatchResult(batch.batch_id, error_status=500,
-                       error_message=f"Prediction failed: the handler raised {name}")
+    return BatchResult(
+        batch.batch_id,
+        error_status=500,
+        error_message=f"Prediction failed: the handler raised {name}",
+    )
 
 
 def _release_cuda_cache() -> None:

@@ -1,4 +1,4 @@
-"""Messages between the front process and a worker; plain data, errors included (never exceptions)."""
+"""Messages between the front and a worker: plain data, errors included (never exceptions)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""WorkerPool: one model's worker processes, their lifecycle, restarts with backoff, and dispatch."""
+"""WorkerPool: one model's worker processes, their lifecycle, restarts with backoff, dispatch."""
 
 from __future__ import annotations
 
@@ -66,7 +66,11 @@ class Worker:
         parent, child = socket.socketpair()
         try:
             self._process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "marserve.workers.child", "--fd", str(child.fileno()),
+                sys.executable,
+                "-m",
+                "marserve.workers.child",
+                "--fd",
+                str(child.fileno()),
                 pass_fds=(child.fileno(),),
                 stdin=asyncio.subprocess.DEVNULL,
             )
@@ -179,8 +183,9 @@ class WorkerPool:
         """One worker slot: start a worker, wait for it to die, restart it with backoff."""
         delays = backoff_delays()
         while not self._closed:
-            worker = Worker(replace(self._load, worker_index=self._next_index()),
-                            self.config.startup_timeout_s)
+            worker = Worker(
+                replace(self._load, worker_index=self._next_index()), self.config.startup_timeout_s
+            )
             self.workers.append(worker)
             try:
                 await worker.start()
@@ -192,8 +197,12 @@ class WorkerPool:
                 self._idle.put_nowait(worker)
                 code = await worker.wait()
                 if not self._closed:
-                    log.warning("model %s: worker %s exited with %s", self._load.model_name,
-                                worker.pid, code)
+                    log.warning(
+                        "model %s: worker %s exited with %s",
+                        self._load.model_name,
+                        worker.pid,
+                        code,
+                    )
                 if time.monotonic() - worker.started_at > 30:
                     delays = backoff_delays()  # it served a while: start the backoff over
             finally:
