@@ -54,6 +54,11 @@ class DynamicBatcher(Generic[Slot, Item, Result]):
         """Requests waiting for a slot."""
         return len(self._queue)
 
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and no batch running."""
+        return not self._queue and not self._running
+
     def start(self) -> None:
         if self._dispatcher is None:
             self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch_forever())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -40,9 +41,17 @@ class ModelHandle:
     queue_limit: int
     batchers: dict[str, DynamicBatcher[Worker, Job, ItemResult]] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self.pool.pending = lambda: self.queue_depth
+
     @property
     def ready(self) -> bool:
         return self.pool.ready
+
+    @property
+    def busy(self) -> bool:
+        """Requests are queued or running."""
+        return any(not b.idle for b in self.batchers.values())
 
     def batcher(self, verb: str) -> DynamicBatcher[Worker, Job, ItemResult]:
         batcher = self.batchers.get(verb)
@@ -78,6 +87,15 @@ class ModelHandle:
     @property
     def queue_depth(self) -> int:
         return sum(b.depth for b in self.batchers.values())
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait for queued and running requests to finish; False when the time ran out."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while self.busy:
+            if asyncio.get_running_loop().time() >= deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
 
     async def stop(self) -> None:
         error = ServiceUnavailable(f"Model {self.name} was unloaded")
@@ -132,6 +150,9 @@ class ModelRegistry:
         elif self._defaults[name] == handle.version:
             self._defaults[name] = sorted(versions)[-1]
         return handle
+
+    def set_default(self, name: str, version: str) -> None:
+        self._defaults[name] = self.get(name, version).version
 
     def default_version(self, name: str) -> str:
         self.get(name)

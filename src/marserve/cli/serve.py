@@ -118,21 +118,22 @@ def serve(**options: Any) -> None:
     pid_file: Path = options["pid_file"]
     pid_file.write_text(str(os.getpid()))
     try:
-        _run(settings, options["port_file"])
+        _run(settings, options["port_file"], options["key_file"])
     finally:
         if pid_file.exists() and pid_file.read_text().strip() == str(os.getpid()):
             pid_file.unlink()
 
 
-def _run(settings: Any, port_file: Path | None) -> None:
+def _run(settings: Any, port_file: Path | None, key_file: Path | None) -> None:
     from marserve.server import run_server
 
+    main = run_server(settings, env=os.environ, port_file=port_file, key_file=key_file)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a core dependency on Linux/macOS
-        asyncio.run(run_server(settings, env=os.environ, port_file=port_file))
+        asyncio.run(main)
     else:
-        uvloop.run(run_server(settings, env=os.environ, port_file=port_file))
+        uvloop.run(main)
 
 
 @click.command()

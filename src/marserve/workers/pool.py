@@ -10,12 +10,15 @@ import logging
 import socket
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Any
 
 from marserve.errors import InternalError, RequestTimeout
 from marserve.workers import wire
 from marserve.workers.messages import Batch, BatchResult, Loaded, LoadModel
+from marserve.workers.scaling import Load, ScalePolicy, ScaleState, decide
 
 log = logging.getLogger("marserve.workers")
 
@@ -54,6 +57,7 @@ class Worker:
         self.pid: int | None = None
         self.device = ""
         self.started_at = time.monotonic()
+        self.started_iso = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
         self._process: asyncio.subprocess.Process | None = None
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -123,6 +127,11 @@ class Worker:
         assert self._process is not None
         return await self._process.wait()
 
+    async def stop(self) -> None:
+        """Stop on purpose (scaled down, unloaded, shutting down): not a failure, no restart."""
+        self.state = WorkerState.STOPPED
+        await self.kill()
+
     async def kill(self) -> None:
         if self.state is not WorkerState.STOPPED:
             self.state = WorkerState.DEAD
@@ -140,10 +149,24 @@ class PoolConfig:
     max_workers: int
     response_timeout_s: float
     startup_timeout_s: float
+    policy: ScalePolicy = field(default_factory=ScalePolicy)
+
+
+@dataclass(eq=False, slots=True)
+class _Slot:
+    """A place for one worker: restarted while the slot lives, retired when scaling down."""
+
+    worker: Worker | None = None
+    retired: bool = False
 
 
 class WorkerPool:
-    """Keeps ``min_workers`` workers of one model alive and hands out idle ones."""
+    """Keeps between ``min_workers`` and ``max_workers`` workers of one model alive.
+
+    The pool starts ``min_workers``, restarts dead workers with capped backoff, hands out idle
+    ones, and grows or shrinks within the bounds as its load (``pending`` requests, busy
+    workers) stays high or low.
+    """
 
     def __init__(
         self,
@@ -156,14 +179,27 @@ class WorkerPool:
         self._next_index = next_worker_index
         self._idle: asyncio.Queue[Worker] = asyncio.Queue()
         self.workers: list[Worker] = []
+        self._slots: list[_Slot] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self.restarts = 0
         self.last_error: str | None = None
+        self.pending: Callable[[], int] = lambda: 0  # set by the model handle (queued requests)
+        self._scale_state = ScaleState(0)
+        self._autoscaling = False
 
     @property
     def live_workers(self) -> int:
         return sum(1 for w in self.workers if w.alive)
+
+    @property
+    def busy_workers(self) -> int:
+        return sum(1 for w in self.workers if w.state is WorkerState.BUSY)
+
+    @property
+    def target(self) -> int:
+        """How many workers the pool is keeping now."""
+        return len(self._slots)
 
     @property
     def ready(self) -> bool:
@@ -171,21 +207,93 @@ class WorkerPool:
 
     def start(self) -> None:
         """Start ``min_workers`` workers in the background; ``ready`` turns true as they load."""
-        for _ in range(max(1, self.config.min_workers)):
-            self._spawn_slot()
+        self._resize(max(1, self.config.min_workers))
+        self._scale_state = ScaleState(self.target)
+        self._start_autoscaler()
 
-    def _spawn_slot(self) -> None:
-        task = asyncio.get_running_loop().create_task(self._keep_alive())
+    def _start_autoscaler(self) -> None:
+        if self.config.max_workers > self.config.min_workers and not self._autoscaling:
+            self._autoscaling = True
+            self._background(self._autoscale())
+
+    def _background(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _keep_alive(self) -> None:
+    def _resize(self, count: int) -> None:
+        while len(self._slots) < count:
+            slot = _Slot()
+            self._slots.append(slot)
+            self._background(self._keep_alive(slot))
+        while len(self._slots) > count:
+            self._retire(self._victim())
+
+    def _victim(self) -> _Slot:
+        """The slot to retire: an idle worker first, then one still starting, then a busy one."""
+        order = {WorkerState.READY: 0, WorkerState.STARTING: 1, WorkerState.DEAD: 1}
+        return min(
+            reversed(self._slots),
+            key=lambda slot: order.get(slot.worker.state, 2) if slot.worker else 1,
+        )
+
+    def _retire(self, slot: _Slot) -> None:
+        slot.retired = True
+        self._slots.remove(slot)
+        worker = slot.worker
+        if worker is not None and worker.state is not WorkerState.BUSY:
+            self._background(worker.stop())
+        # a busy worker is stopped by ``run`` once its batch is answered
+
+    async def scale(self, min_workers: int, max_workers: int) -> None:
+        """New bounds from the management API; the pool moves inside them at once."""
+        self.config.min_workers = min_workers
+        self.config.max_workers = max_workers
+        target = min(max(self.target, min_workers), max_workers)
+        self._resize(max(target, 0))
+        self._scale_state = ScaleState(self.target)
+        self._start_autoscaler()
+
+    async def wait_for_workers(self, count: int, timeout_s: float) -> bool:
+        """Wait until ``count`` workers are live (registration and scaling with synchronous)."""
+        deadline = time.monotonic() + timeout_s
+        while self.live_workers < count:
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+    async def _autoscale(self) -> None:
+        policy = self.config.policy
+        while not self._closed:
+            await asyncio.sleep(policy.tick_s)
+            load = Load(queued=self.pending(), busy=self.busy_workers, live=self.live_workers)
+            state = decide(
+                self._scale_state,
+                load,
+                time.monotonic(),
+                self.config.min_workers,
+                self.config.max_workers,
+                policy,
+            )
+            if state.target != self.target:
+                log.info(
+                    "model %s: autoscaling from %d to %d workers",
+                    self._load.model_name,
+                    self.target,
+                    state.target,
+                )
+                self._resize(state.target)
+            self._scale_state = state
+
+    async def _keep_alive(self, slot: _Slot) -> None:
         """One worker slot: start a worker, wait for it to die, restart it with backoff."""
         delays = backoff_delays()
-        while not self._closed:
+        while not self._closed and not slot.retired:
             worker = Worker(
                 replace(self._load, worker_index=self._next_index()), self.config.startup_timeout_s
             )
+            slot.worker = worker
             self.workers.append(worker)
             try:
                 await worker.start()
@@ -194,9 +302,12 @@ class WorkerPool:
                 log.error("model %s: worker failed to start: %s", self._load.model_name, exc)
             else:
                 self.last_error = None
-                self._idle.put_nowait(worker)
+                if slot.retired:
+                    await worker.stop()
+                else:
+                    self._idle.put_nowait(worker)
                 code = await worker.wait()
-                if not self._closed:
+                if not self._closed and not slot.retired:
                     log.warning(
                         "model %s: worker %s exited with %s",
                         self._load.model_name,
@@ -209,7 +320,7 @@ class WorkerPool:
                 if worker.state is not WorkerState.STOPPED:
                     worker.state = WorkerState.DEAD
                 self.workers.remove(worker)
-            if self._closed:
+            if self._closed or slot.retired:
                 return
             self.restarts += 1
             await asyncio.sleep(next(delays))
@@ -227,13 +338,30 @@ class WorkerPool:
             return await worker.run(batch, self.config.response_timeout_s)
         finally:
             if worker.state is WorkerState.READY and not self._closed:
-                self._idle.put_nowait(worker)
+                if any(slot.worker is worker for slot in self._slots):
+                    self._idle.put_nowait(worker)
+                else:  # its slot was retired while it ran
+                    await worker.stop()
+
+    def describe(self) -> list[dict[str, Any]]:
+        """TorchServe's per-worker description."""
+        return [
+            {
+                "id": str(index),
+                "startTime": worker.started_iso,
+                "status": worker.state.value,
+                "pid": worker.pid,
+                "device": worker.device,
+                "gpu": worker.device.startswith("cuda"),
+                "memoryUsage": 0,
+            }
+            for index, worker in enumerate(self.workers)
+        ]
 
     async def stop(self) -> None:
         self._closed = True
         for worker in list(self.workers):
-            worker.state = WorkerState.STOPPED
-            await worker.kill()
+            await worker.stop()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
