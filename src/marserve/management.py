@@ -146,7 +146,10 @@ class ModelManager:
         extracted = await asyncio.to_thread(extract_archive, source.path, self.staging)
         try:
             handle = self._handle(source, extracted, overrides or {})
-            self.registry.add(handle, default=handle.config.default_version)
+            # a snapshot names its default version; otherwise the first registered one is
+            first = handle.name not in self.registry.names()
+            default = handle.config.default_version if source.config else first
+            self.registry.add(handle, default=default)
         except BaseException:
             shutil.rmtree(extracted.path, ignore_errors=True)
             raise

@@ -85,9 +85,10 @@ async def download(
     url: str, store: ModelStore, allowed: tuple[str, ...], limits: DownloadLimits
 ) -> Path:
     """Fetch an allowed URL into the model store; refuses an existing file (409)."""
+    first = checked_url(url, allowed)
     if store.root is None:
         raise InvalidInput("No model store is configured to download into")
-    target = store.root / archive_file_name(url)
+    target = store.root / archive_file_name(first)
     if target.exists():
         raise Conflict(f"Model archive {target.name} already exists in the model store")
     timeout = httpx.Timeout(limits.timeout_s, connect=limits.connect_timeout_s)
@@ -95,7 +96,7 @@ async def download(
     try:
         with os.fdopen(fd, "wb") as out:
             async with httpx.AsyncClient(follow_redirects=False, timeout=timeout) as client:
-                await _fetch(client, checked_url(url, allowed), allowed, out, limits)
+                await _fetch(client, first, allowed, out, limits)
         os.link(partial, target)  # fails if the name appeared meanwhile: never overwrite
     except FileExistsError:
         raise Conflict(f"Model archive {target.name} already exists in the model store") from None

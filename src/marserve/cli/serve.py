@@ -88,6 +88,11 @@ def _daemonize(argv: list[str], pid_file: Path, log_file: Path) -> None:
     help="Where `marserve stop` looks.",
 )
 @click.option(
+    "--key-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Where token authorization writes its keys (default: ./key_file.json).",
+)
+@click.option(
     "--log-file",
     type=click.Path(path_type=Path, dir_okay=False),
     default=Path("logs/marserve.log"),
