@@ -1,0 +1,11 @@
+"""marserve's own protobuf descriptor pool, holding its protocols and their imports only."""
+
+from __future__ import annotations
+
+from google.protobuf import any_pb2, descriptor_pool, empty_pb2
+
+# The generated ``*_pb2`` modules add their files here (see ``marserve.grpc.generate``), so that
+# KServe's package ``inference`` cannot clash with Triton's copy in protobuf's default pool.
+POOL = descriptor_pool.DescriptorPool()
+for _module in (any_pb2, empty_pb2):
+    POOL.AddSerializedFile(_module.DESCRIPTOR.serialized_pb)
