@@ -13,7 +13,7 @@ import socket
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
@@ -26,6 +26,9 @@ from marserve.registry import ModelRegistry
 from marserve.repository import ModelStore
 from marserve.rest.app import application, inference_routes, management_routes
 from marserve.settings import Address, ServerSettings
+
+if TYPE_CHECKING:
+    from marserve.grpc.server import GrpcListeners
 
 log = logging.getLogger("marserve.server")
 
@@ -75,6 +78,7 @@ class Server:
         self._staging = Path(tempfile.mkdtemp(prefix="marserve-models-"))
         self.manager = ModelManager(settings, self.store, self.registry, self._staging, self.env)
         self.auth = self._authority(key_file)
+        self.grpc: GrpcListeners | None = None
         self._servers: list[_Uvicorn] = []
         self._serving: list[asyncio.Task[None]] = []
         self.urls: dict[str, str] = {}
@@ -93,6 +97,7 @@ class Server:
     async def start(self) -> None:
         """Bind the listeners first (so a client can poll readiness), then load every model."""
         self._listen()
+        await self._start_grpc()
         await self.manager.load_startup_models()
         self._write_port_file()
 
@@ -117,6 +122,18 @@ class Server:
             self.urls["management"] = self._serve_http(
                 settings.management_address, application(management)
             )
+
+    async def _start_grpc(self) -> None:
+        """gRPC listeners (v2 and TorchServe inference, TorchServe management)."""
+        from marserve.grpc import prepare_runtime
+
+        prepare_runtime()
+        from marserve.grpc.server import GrpcListeners  # imports grpc: after prepare_runtime
+
+        self.grpc = GrpcListeners(
+            self.settings, self.dataplane, self.manager, self.auth, self.limits
+        )
+        self.urls.update(await self.grpc.start())
 
     def _serve_http(self, address: Address, app: Any) -> str:
         sock = bind(address)
@@ -159,7 +176,8 @@ class Server:
         self.dataplane.draining = True
         for server in self._servers:
             server.should_exit = True
-        await asyncio.gather(*self._serving, return_exceptions=True)
+        grpc_stop = [self.grpc.stop()] if self.grpc is not None else []
+        await asyncio.gather(*self._serving, *grpc_stop, return_exceptions=True)
         await self.manager.stop()
         shutil.rmtree(self._staging, ignore_errors=True)
 

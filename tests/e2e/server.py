@@ -21,6 +21,8 @@ def write_config(path: Path, **extra: object) -> Path:
         "inference_address=http://127.0.0.1:0",
         "management_address=http://127.0.0.1:0",
         "metrics_address=http://127.0.0.1:0",
+        "grpc_inference_port=0",
+        "grpc_management_port=0",
         "disable_token_authorization=true",
     ]
     for key, value in extra.items():
@@ -61,6 +63,10 @@ class RunningServer:
     @property
     def url(self) -> str:
         return self.urls["inference"]
+
+    def grpc_target(self, api: str = "inference") -> str:
+        """``host:port`` of the gRPC inference or management listener (what grpc clients take)."""
+        return self.urls[f"grpc_{api}"].split("://", 1)[1]
 
     @property
     def pid(self) -> int:

@@ -1,0 +1,124 @@
+"""Builds, binds, starts and drains the gRPC listeners of one ``marserve serve`` process.
+
+grpc_inference_address serves KServe's ``inference.GRPCInferenceService`` and TorchServe's
+``InferenceAPIsService``; grpc_management_address serves TorchServe's ``ManagementAPIsService``
+(one server when both name the same host and port). Messages are bounded by
+``max_request_size`` / ``max_response_size`` (RESOURCE_EXHAUSTED beyond them); ports are bound
+exclusively (no SO_REUSEPORT, so a port in use is an error, not a shared listener); https
+addresses (``enable_grpc_ssl``) use ``private_key_file`` and ``certificate_file``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+
+import grpc
+
+from marserve.auth import TokenAuthority
+from marserve.dataplane import DataPlane
+from marserve.errors import ConfigError
+from marserve.grpc.errors import Guard
+from marserve.grpc.inference import (
+    MANAGEMENT_METHODS,
+    OPEN_METHODS,
+    OpenInferenceService,
+    TorchServeInferenceService,
+)
+from marserve.grpc.management import ManagementService
+from marserve.management import ModelManager
+from marserve.protocol.limits import DecodeLimits
+from marserve.settings import Address, ServerSettings
+
+log = logging.getLogger("marserve.grpc")
+
+DRAIN_GRACE_S = 30.0
+
+
+def _target(address: Address) -> str:
+    host = f"[{address.host}]" if ":" in address.host else address.host
+    return f"{host}:{address.port}"
+
+
+def _credentials(settings: ServerSettings) -> grpc.ServerCredentials:
+    key, cert = settings.private_key_file, settings.certificate_file
+    if key is None or cert is None:
+        raise ConfigError("enable_grpc_ssl=true needs private_key_file and certificate_file")
+    return grpc.ssl_server_credentials([(key.read_bytes(), cert.read_bytes())])
+
+
+class GrpcListeners:
+    """The gRPC servers: built from settings, started after the HTTP listeners, drained on stop."""
+
+    def __init__(
+        self,
+        settings: ServerSettings,
+        dataplane: DataPlane,
+        manager: ModelManager,
+        auth: TokenAuthority | None,
+        limits: DecodeLimits,
+    ) -> None:
+        self.settings = settings
+        self.dataplane = dataplane
+        self.manager = manager
+        self.auth = auth
+        self.limits = limits
+        self._servers: list[grpc.aio.Server] = []
+
+    def _handlers(self, api: str) -> list[grpc.GenericRpcHandler]:
+        if api == "management":
+            guard = Guard(self.auth, "management")
+            return [ManagementService(self.manager).handler(guard)]
+        guard = Guard(self.auth, "inference", OPEN_METHODS, MANAGEMENT_METHODS)
+        return [
+            OpenInferenceService(self.dataplane, self.manager, self.limits).handler(guard),
+            TorchServeInferenceService(self.dataplane, self.limits).handler(guard),
+        ]
+
+    def _server(self, apis: list[str]) -> grpc.aio.Server:
+        options = [
+            ("grpc.max_receive_message_length", self.settings.max_request_size),
+            ("grpc.max_send_message_length", self.settings.max_response_size),
+            ("grpc.so_reuseport", 0),
+        ]
+        server = grpc.aio.server(options=options)
+        server.add_generic_rpc_handlers([h for api in apis for h in self._handlers(api)])
+        return server
+
+    def _bind(self, server: grpc.aio.Server, address: Address) -> str:
+        target = _target(address)
+        try:
+            if address.scheme == "https":
+                port = server.add_secure_port(target, _credentials(self.settings))
+            else:
+                port = server.add_insecure_port(target)
+        except RuntimeError as exc:
+            raise OSError(f"cannot listen for gRPC on {target}: {exc}") from None
+        if port == 0:
+            raise OSError(f"cannot listen for gRPC on {target}")
+        return dataclasses.replace(address, port=port).url
+
+    async def start(self) -> dict[str, str]:
+        """Bind and start every listener; the bound URLs by name (``grpc_inference``, ...)."""
+        inference = self.settings.grpc_inference_address
+        management = self.settings.grpc_management_address
+        shared = inference == management and inference.port != 0
+        apis = ["inference", "management"] if shared else ["inference"]
+        plan = {"grpc_inference": (inference, apis)}
+        if not shared:
+            plan["grpc_management"] = (management, ["management"])
+        urls: dict[str, str] = {}
+        for name, (address, apis) in plan.items():
+            server = self._server(apis)
+            urls[name] = self._bind(server, address)
+            await server.start()
+            self._servers.append(server)
+        if shared:
+            urls["grpc_management"] = urls["grpc_inference"]
+        return urls
+
+    async def stop(self, grace: float = DRAIN_GRACE_S) -> None:
+        """Refuse new calls, let in-flight ones finish for up to ``grace`` seconds, then close."""
+        servers, self._servers = self._servers, []
+        await asyncio.gather(*(server.stop(grace) for server in servers))
