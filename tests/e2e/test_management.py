@@ -481,3 +481,25 @@ def test_unknown_model_names_in_management_are_404(managed: RunningServer) -> No
     auth = keys(managed)["management"]
     for name in ("nope", "%2e%2e", "model$(id)", "a" * 300):
         assert mgmt(managed).get(f"/models/{name}", headers=auth).status_code == 404
+
+
+def test_unregister_drains_in_flight_requests(managed: RunningServer) -> None:
+    auth = keys(managed)["management"]
+    assert register(managed, url="probe.mar", model_name="probe_b").status_code == 200
+
+    def slow(_: int) -> int:
+        return managed.client.post(
+            "/predictions/probe_b", json={"sleep": 0.5}, headers=keys(managed)["inference"]
+        ).status_code
+
+    with ThreadPoolExecutor(3) as pool:
+        in_flight = [pool.submit(slow, i) for i in range(3)]
+        time.sleep(0.2)
+        started = time.monotonic()
+        answer = mgmt(managed).delete("/models/probe_b", headers=auth)
+        assert answer.status_code == 200, answer.text
+        assert time.monotonic() - started >= 0.2  # it waited for the queue to drain
+        assert [f.result() for f in in_flight] == [200, 200, 200]
+    after = managed.client.post("/predictions/probe_b", json={}, headers=keys(managed)["inference"])
+    assert after.status_code == 404
+    assert predict(managed).status_code == 200
