@@ -15,12 +15,17 @@ PROC = Path("/proc")
 
 
 class Stat(NamedTuple):
-    """The fields of /proc/<pid>/stat the harness uses (times in clock ticks)."""
+    """The fields of /proc/<pid>/stat the harness uses (times in clock ticks).
+
+    ``children`` is cutime + cstime: CPU of the process's already reaped children, so a
+    short-lived helper a server spawns still counts as the server's.
+    """
 
     state: str
     ppid: int
     utime: int
     stime: int
+    children: int
     start: int
 
 
@@ -31,7 +36,8 @@ def parse_stat(text: str) -> Stat:
     so the fields after it are found from the last closing parenthesis.
     """
     rest = text[text.rindex(")") + 2 :].split()
-    return Stat(rest[0], int(rest[1]), int(rest[11]), int(rest[12]), int(rest[19]))
+    times = [int(value) for value in rest[11:15]]
+    return Stat(rest[0], int(rest[1]), times[0], times[1], times[2] + times[3], int(rest[19]))
 
 
 def _read_stat(pid: int) -> Stat | None:
@@ -147,12 +153,12 @@ def system_busy_s() -> float:
 
 
 def cpu_s(pids: Iterable[int]) -> float:
-    """CPU seconds (user + system) used so far by the given live processes."""
+    """CPU seconds used so far by the given live processes and their reaped children."""
     total = 0
     for pid in pids:
         stat = _read_stat(pid)
         if stat is not None:
-            total += stat.utime + stat.stime
+            total += stat.utime + stat.stime + stat.children
     return total / _ticks()
 
 

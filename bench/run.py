@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import shutil
@@ -42,7 +43,7 @@ def _csv(kind: type, allowed: tuple[str, ...] | None = None) -> Any:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line; defaults make a full run take about five minutes on two cores."""
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--duration", type=float, default=20.0, help="seconds per load point")
+    p.add_argument("--duration", type=float, default=15.0, help="seconds per load point")
     p.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per load point")
     p.add_argument("--concurrency", type=_csv(int), default=(1, 8, 32), help="PNG levels")
     p.add_argument("--servers", type=_csv(str, CHOICES), default=CHOICES, help=",".join(CHOICES))
@@ -60,6 +61,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="before each measurement, wait up to this many seconds for the machine to be idle",
     )
     p.add_argument("--quiet-threshold", type=float, default=15.0, help="idle means CPU %% below")
+    p.add_argument("--cold-starts", type=int, default=3, help="starts per server (median)")
+    p.add_argument(
+        "--noisy-retries",
+        type=int,
+        default=2,
+        help="repeat a point this many times at most while other processes disturb it",
+    )
     return p.parse_args(argv)
 
 
@@ -134,6 +142,7 @@ def metadata(args: argparse.Namespace, bindir: Path, load_before: str) -> dict[s
         "warm-up per point s": args.warmup,
         "req/s": "successful (HTTP < 400) responses per second",
         "RSS": "sum over the server's process tree, read after each point",
+        "cold start": f"median of {args.cold_starts} launches, to the first successful PNG answer",
         "load average before / after": f"{load_before} / {_loadavg()}",
     }
 
@@ -171,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         ready_timeout_s=args.ready_timeout,
         quiet_wait_s=args.quiet_wait,
         quiet_threshold_pct=args.quiet_threshold,
+        noisy_retries=args.noisy_retries,
+        cold_starts=max(1, args.cold_starts),
     )
     load_before = _loadavg()
     bindir, store, archive = prepare(args, say)
@@ -180,8 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     for config in plan.servers:
         if config == "ceiling":
             continue
-        server = make_server(config, bindir, store, archive)
-        rows += harness.run_server(server, config, bodies, plan, CACHE, say)
+        factory = functools.partial(make_server, config, bindir, store, archive)
+        rows += harness.run_server(factory, config, bodies, plan, CACHE, say)
     if "ceiling" in plan.servers and plan.ceiling_s > 0:
         say(f"model-only ceiling: {plan.ceiling_s:g} s in-process")
         for threads in (0, 1):

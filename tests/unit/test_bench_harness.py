@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import astuple
 from pathlib import Path
 
@@ -242,9 +243,9 @@ def test_noise_warning_names_disturbed_rows() -> None:
 
 def test_parse_stat_handles_parentheses_in_the_command_name() -> None:
     text = "4242 (we(ird) name) S 17 4242 4242 0 -1 4194560 " + " ".join(["0"] * 12) + " 98765 0"
-    assert procs.parse_stat(text) == procs.Stat("S", 17, 0, 0, 98765)
+    assert procs.parse_stat(text) == procs.Stat("S", 17, 0, 0, 0, 98765)
     text = "7 (x) R 1 " + " ".join(str(n) for n in range(5, 25))
-    assert procs.parse_stat(text) == procs.Stat("R", 1, 14, 15, 22)  # fields 14, 15 and 22
+    assert procs.parse_stat(text) == procs.Stat("R", 1, 14, 15, 16 + 17, 22)  # fields 14-17, 22
 
 
 def test_parse_cpu_line_counts_busy_ticks_only() -> None:
@@ -274,6 +275,9 @@ def test_descendants_walks_the_tree() -> None:
 def test_tree_rss_and_kill_all_on_a_real_child() -> None:
     child = subprocess.Popen(["sleep", "30"])
     try:
+        deadline = time.monotonic() + 10  # the child may still be inside exec()
+        while procs.cmdline(child.pid) != ["sleep", "30"] and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert procs.cmdline(child.pid) == ["sleep", "30"]
         rss, pids = procs.tree_rss(os.getpid())
         assert child.pid in pids and rss > 0
