@@ -7,15 +7,18 @@ This is the only module of the server that imports torch or user handlers. It ru
 from __future__ import annotations
 
 import argparse
+import fcntl
 import logging
 import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from marserve.handlers.metrics import MetricsCache, batch_measurements
 from marserve.workers import wire
 from marserve.workers.messages import Batch, BatchResult, ItemResult, Loaded, LoadModel
 
@@ -37,25 +40,29 @@ def _install_requirements(model_dir: Path, deps_dir: str, manifest: dict[str, An
     if not requirements:
         return
     target = Path(deps_dir)
-    marker = target / ".installed"
-    if not marker.exists():
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "--target",
-                str(target),
-                "-r",
-                str(model_dir / requirements),
-            ],
-            check=True,
-            cwd=model_dir,
-        )
-        marker.touch()
+    target.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with (target / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # workers of one model start together: install once
+        marker = target / ".installed"
+        if not marker.exists():
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "--no-warn-script-location",
+                    "--target",
+                    str(target),
+                    "-r",
+                    str(model_dir / requirements),
+                ],
+                check=True,
+                cwd=model_dir,
+            )
+            marker.touch()
     sys.path.insert(0, str(target))
 
 
@@ -73,6 +80,7 @@ def load(message: LoadModel) -> tuple[EntryPoint, Any, Loaded]:
     if message.deps_dir:
         _install_requirements(model_dir, message.deps_dir, message.manifest)
     device, gpu = _choose_device(torch, message.worker_index)
+    metrics = MetricsCache(_metrics_config(message, model_dir), model_name=message.model_name)
     context = Context(
         message.model_name,
         str(model_dir),
@@ -80,9 +88,11 @@ def load(message: LoadModel) -> tuple[EntryPoint, Any, Loaded]:
         message.batch_size,
         gpu,
         message.server_version,
+        metrics=metrics,
         model_yaml_config=message.model_yaml_config,
     )
     entry = load_entry_point(message.handler, model_dir, context)
+    metrics.time_phases(entry)
     return entry, context, Loaded(pid=os.getpid(), device=device)
 
 
@@ -155,11 +165,26 @@ def run_batch(entry: EntryPoint, context: Any, batch: Batch) -> BatchResult:
     if batch.verb == "explain":  # TorchServe's handlers pick explain_handle on this header
         headers = [{**h, "explain": "True"} for h in headers]
     context.begin_batch(batch.request_ids, headers)
+    if isinstance(context.metrics, MetricsCache):
+        context.metrics.set_request_ids(context.request_ids)
+    start = time.perf_counter()
     try:
         values = entry(batch.items, context)
     except Exception as exc:  # the handler is user code: any failure becomes data
-        return _failure(batch, exc)
-    return _item_results(values, batch, context)
+        result = _failure(batch, exc)
+    else:
+        result = _item_results(values, batch, context)
+    elapsed = time.perf_counter() - start
+    result.metrics, result.timings = batch_measurements(context.metrics, elapsed)
+    return result
+
+
+def _metrics_config(message: LoadModel, model_dir: Path) -> str | None:
+    """The server's metrics.yaml, else one shipped in the archive, else none."""
+    if message.metrics_config:
+        return message.metrics_config
+    shipped = model_dir / "metrics.yaml"
+    return str(shipped) if shipped.is_file() else None
 
 
 def serve(sock: socket.socket) -> int:
