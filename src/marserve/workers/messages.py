@@ -21,6 +21,7 @@ class LoadModel:
     model_yaml_config: dict[str, Any] = field(default_factory=dict)  # the whole model-config.yaml
     deps_dir: str | None = None  # per-model site folder for requirements.txt, when enabled
     server_version: str = ""
+    metrics_config: str | None = None  # a TorchServe metrics.yaml declaring handler metrics
 
 
 @dataclass(slots=True)
@@ -55,10 +56,27 @@ class ItemResult:
 
 
 @dataclass(slots=True)
+class MetricRecord:
+    """One value a handler recorded through ``context.metrics`` (TorchServe's metrics API)."""
+
+    name: str
+    kind: str  # "counter" (added), "gauge" (set) or "histogram" (observed)
+    value: float
+    unit: str
+    dimensions: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(slots=True)
 class BatchResult:
-    """A worker's answer to ``Batch``: either one result per item, or one error for all."""
+    """A worker's answer to ``Batch``: either one result per item, or one error for all.
+
+    ``metrics`` and ``timings`` (handler phase -> seconds) are the worker's measurements of the
+    batch; the front applies them to its metrics registry.
+    """
 
     batch_id: int
     results: list[ItemResult] | None = None
     error_status: int = 500
     error_message: str = ""
+    metrics: list[MetricRecord] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)

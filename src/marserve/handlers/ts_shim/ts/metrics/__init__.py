@@ -1,0 +1,1 @@
+"""``ts.metrics``: TorchServe's handler metrics API, re-exported from marserve."""
