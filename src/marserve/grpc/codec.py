@@ -137,7 +137,7 @@ def _input_tensor(
     if raw is None:
         array = _typed_array(what, datatype, shape, message.contents, budget)
     else:
-        if message.HasField("contents"):
+        if message.contents.ListFields():  # an empty contents message is as good as none
             raise InvalidInput(f"{what}: has both contents and raw_input_contents")
         array = array_from_raw(what, datatype, shape, raw, budget)
         if datatype == "BYTES":
