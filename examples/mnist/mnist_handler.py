@@ -3,6 +3,11 @@
 It imports only TorchServe's public handler API, so the same file runs under marserve (through
 its ``ts`` shim) and under TorchServe itself. Images are decoded with Pillow and numpy, not
 torchvision.
+
+Explanations are Captum integrated gradients. marserve computes them itself for every row of a
+batch (``explain_with_integrated_gradients``: the predicted digit unless the request names a
+``target``, ``n_steps`` per request); TorchServe, which ignores that attribute, calls
+``get_insights`` with the first row's target instead. Captum is only imported to explain.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ SIDE = 28
 IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
 IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"BM", b"GIF87a", b"GIF89a", b"RIFF")
 TENSOR_SHAPES = ((1, SIDE, SIDE), (SIDE, SIDE), (SIDE * SIDE,))
+N_STEPS = 50  # integration steps when TorchServe asks get_insights for an explanation
 
 
 def encoded_image(value: str | bytes | bytearray) -> bytes:
@@ -92,6 +98,9 @@ def row_input(row: Any) -> np.ndarray:
 class MNISTDigitClassifier(BaseHandler):
     """Predicts the digit in each row: PNG/JPEG bytes, base64 text, or a tensor."""
 
+    # marserve: explain every row with batched integrated gradients (TorchServe ignores this).
+    explain_with_integrated_gradients = True
+
     def preprocess(self, data: list[dict[str, Any]]) -> torch.Tensor:
         if not isinstance(data, list) or not data:
             raise PredictionException("expected a non-empty list of request rows", 400)
@@ -105,3 +114,10 @@ class MNISTDigitClassifier(BaseHandler):
 
     def postprocess(self, data: torch.Tensor) -> list[int]:
         return data.argmax(1).tolist()
+
+    def get_insights(self, tensor_data: torch.Tensor, _raw_data: Any, target: Any = 0) -> list[Any]:
+        """TorchServe's explain path: integrated gradients of ``target`` for every row."""
+        from captum.attr import IntegratedGradients
+
+        explainer = IntegratedGradients(self.model)
+        return explainer.attribute(tensor_data, target=target, n_steps=N_STEPS).tolist()

@@ -37,6 +37,32 @@ def row_payload(row: Any) -> Any:
     return row.get("body") if value is None else value
 
 
+def _insight_data(row: Any) -> Any:
+    """What TorchServe passes ``get_insights`` as its data: the row's ``data`` or ``body``."""
+    return row_payload(row) if isinstance(row, dict) else None
+
+
+def _insight_target(row: Any) -> Any:
+    """TorchServe's target: the row's ``target``, 0 when it has none."""
+    return (row.get("target") or 0) if isinstance(row, dict) else 0
+
+
+def uses_integrated_gradients(handler_class: type) -> bool:
+    """Whether explain requests get marserve's batched integrated gradients.
+
+    Walking the MRO, the first class that sets ``explain_with_integrated_gradients`` or defines
+    ``get_insights`` decides: a subclass's own ``get_insights`` (TorchServe style) wins over
+    an inherited opt-in, and an opt-in wins over a ``get_insights`` of the same class.
+    """
+    for klass in handler_class.__mro__:
+        attrs = vars(klass)
+        if attrs.get("explain_with_integrated_gradients") is True:
+            return True
+        if "get_insights" in attrs or "explain_with_integrated_gradients" in attrs:
+            return False
+    return False
+
+
 def _file_in(model_dir: Path, name: str, what: str) -> Path:
     """``model_dir / name``, refusing names that point outside the model directory."""
     path = (model_dir / name).resolve()
@@ -52,6 +78,11 @@ class BaseHandler:
     ``handle`` is the entry point the server calls with one list of rows per batch.
     """
 
+    #: marserve extension: answer explain requests with batched Captum integrated gradients of
+    #: ``self.model`` (per-row target and n_steps, see :mod:`marserve.explain`). The nearest
+    #: class in the MRO that sets this or defines ``get_insights`` decides which path is used.
+    explain_with_integrated_gradients = False
+
     def __init__(self) -> None:
         self.model: Any = None
         self.mapping: dict[str, str] | None = None
@@ -63,6 +94,7 @@ class BaseHandler:
         self.map_location: str | None = None
         self.explain = False
         self.target = 0
+        self._explain_settings: Any = None
 
     def initialize(self, context: Context) -> None:
         """Load the model named by the manifest onto the assigned device and put it in eval mode."""
@@ -177,14 +209,63 @@ class BaseHandler:
         return False
 
     def explain_handle(self, data_preprocess: Any, raw_data: Any) -> list[Any]:
-        """Explanations for the first row: ``get_insights(tensor, data, target)``."""
-        inputs: Any = None
-        target: Any = 0
-        row = raw_data[0] if raw_data else None
-        if isinstance(row, dict):
-            inputs = row_payload(row)
-            target = row.get("target") or 0
-        return self.get_insights(data_preprocess, inputs, target)
+        """Explanations for every row of the batch (TorchServe explains with row 0's target).
+
+        Handlers that opt into :attr:`explain_with_integrated_gradients` get marserve's batched
+        Captum explanation (see :mod:`marserve.explain`); the others keep TorchServe's
+        ``get_insights(tensor, data, target)`` contract, called once per row (see
+        :meth:`_insights_per_row`).
+        """
+        rows = raw_data if isinstance(raw_data, list) else [raw_data]
+        if uses_integrated_gradients(type(self)):
+            return self._integrated_gradients(data_preprocess, rows)
+        return self._insights_per_row(data_preprocess, rows)
+
+    def _integrated_gradients(self, data_preprocess: Any, rows: list[Any]) -> list[Any]:
+        from marserve import explain
+
+        values = explain.explain_batch(self.model, data_preprocess, rows, self.explain_settings)
+        for index, value in enumerate(values):
+            if isinstance(value, explain.RowFailure):
+                if self.context is not None:
+                    self.context.set_response_status(value.status, value.message, index)
+                values[index] = {"error": value.message}
+        return values
+
+    @property
+    def explain_settings(self) -> Any:
+        """This model's :class:`marserve.explain.ExplainSettings` (model-config.yaml)."""
+        settings = getattr(self, "_explain_settings", None)
+        if settings is None:
+            from marserve.explain import ExplainSettings
+
+            config = self.context.model_yaml_config if self.context is not None else None
+            try:
+                settings = ExplainSettings.from_model_yaml(config)
+            except ValueError as exc:
+                raise PredictionException(f"model-config.yaml: {exc}", 500) from exc
+            self._explain_settings = settings
+        return settings
+
+    def _insights_per_row(self, data_preprocess: Any, rows: list[Any]) -> list[Any]:
+        """TorchServe's contract, row by row: ``get_insights(row tensor, row data, row target)``.
+
+        A batch of one (or a batch that is not one tensor with a row per request) gets
+        TorchServe's exact call with row 0's data and target; a results list of one item per
+        call is unwrapped so each row gets its own explanation.
+        """
+        if type(self).get_insights is BaseHandler.get_insights:
+            return self.get_insights(data_preprocess, None, 0)  # the 501 answer
+        per_row = isinstance(data_preprocess, torch.Tensor) and data_preprocess.dim() > 0
+        if len(rows) <= 1 or not per_row or data_preprocess.shape[0] != len(rows):
+            row = rows[0] if rows else None
+            return self.get_insights(data_preprocess, _insight_data(row), _insight_target(row))
+        results: list[Any] = []
+        for index, row in enumerate(rows):
+            tensor = data_preprocess[index : index + 1]
+            out = self.get_insights(tensor, _insight_data(row), _insight_target(row))
+            results.append(out[0] if isinstance(out, list) and len(out) == 1 else out)
+        return results
 
     def get_insights(self, tensor_data: Any, raw_data: Any, target: Any) -> list[Any]:
         """Overridden by handlers that can explain their predictions."""

@@ -26,13 +26,53 @@ class VisionHandler(BaseHandler):
     A row's ``data`` (or ``body``) may be a base64 ``str``, encoded image bytes, or a nested
     list / array taken as the image tensor as given. Subclasses set ``image_processing`` to a
     callable from a Pillow image to a ``C x H x W`` array or tensor.
+
+    Explain requests get integrated gradients for every image of the batch (see
+    :mod:`marserve.explain`); ``self.ig`` is Captum's ``IntegratedGradients`` over the model, as
+    TorchServe's VisionHandler provides it to subclasses that write their own ``get_insights``.
     """
 
     image_processing: Callable[[Image.Image], Any] = staticmethod(to_chw_float)
+    explain_with_integrated_gradients = True
 
     def __init__(self) -> None:
         super().__init__()
         self.max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
+        self._ig: Any = None
+
+    @property
+    def ig(self) -> Any:
+        """Captum's ``IntegratedGradients(self.model)``, made on first use (501 without Captum)."""
+        explainer = getattr(self, "_ig", None)
+        if explainer is None:
+            from marserve.explain import integrated_gradients_class
+
+            explainer = integrated_gradients_class()(self.model)
+            self._ig = explainer
+        return explainer
+
+    @ig.setter
+    def ig(self, explainer: Any) -> None:
+        self._ig = explainer
+
+    def get_insights(self, tensor_data: Any, raw_data: Any, target: Any = 0) -> list[Any]:
+        """TorchServe's signature: integrated gradients of ``target`` for every row, as lists.
+
+        The server itself explains through :meth:`explain_handle`, which also honours per-row
+        targets and ``n_steps``; this is for code that calls ``get_insights`` directly.
+        """
+        from marserve.explain import integrated_gradients
+
+        settings = self.explain_settings
+        attributions, _ = integrated_gradients(
+            self.model,
+            tensor_data,
+            target,
+            n_steps=settings.n_steps,
+            internal_batch_size=settings.internal_batch_size,
+        )
+        result: list[Any] = attributions.tolist()
+        return result
 
     def initialize(self, context: Context) -> None:
         super().initialize(context)
