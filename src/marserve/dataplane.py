@@ -18,6 +18,8 @@ from marserve.workers.messages import ItemResult
 
 SERVER_NAME = "marserve"
 PREDICT_OUTPUT = "predict"
+EXPLAIN_OUTPUT = "explain"
+DELTA_OUTPUT = "convergence_delta"
 
 
 def new_request_id() -> str:
@@ -127,17 +129,34 @@ class DataPlane:
         self, request: InferRequest, headers: Mapping[str, str], *, verb: str = "predict"
     ) -> InferResponse:
         """Open Inference Protocol v2: BYTES elements and other tensors become handler rows."""
-        handle = self.registry.get(request.model_name, request.model_version)
-        plain = dict(headers)
-        jobs = [Job({"data": value}, new_request_id(), plain) for value in _rows(request.inputs)]
-        values = await self.run_jobs(handle, jobs, verb)
-        output = _tensor_of(PREDICT_OUTPUT if verb == "predict" else verb, values)
+        handle, values = await self.infer_values(request, headers, verb=verb)
+        if verb == "explain":
+            outputs = _explain_outputs(values)
+        else:
+            outputs = [_tensor_of(PREDICT_OUTPUT if verb == "predict" else verb, values)]
         return InferResponse(
             model_name=handle.name,
             model_version=handle.version,
             id=request.id or new_request_id(),
-            outputs=[output],
+            outputs=outputs,
         )
+
+    async def infer_values(
+        self, request: InferRequest, headers: Mapping[str, str], *, verb: str = "predict"
+    ) -> tuple[ModelHandle, list[Any]]:
+        """The handler's value for each row of a v2 request (see :func:`request_rows`).
+
+        Explain rows also carry the request's ``parameters`` (``target``, ``n_steps``, ...) as
+        their own keys, the way a v1 instance carries them; ``data`` and ``body`` stay the input.
+        """
+        handle = self.registry.get(request.model_name, request.model_version)
+        plain = dict(headers)
+        extra = {}
+        if verb == "explain":
+            extra = {k: v for k, v in request.parameters.items() if k not in ("data", "body")}
+        rows = request_rows(request)
+        jobs = [Job({**extra, "data": value}, new_request_id(), plain) for value in rows]
+        return handle, await self.run_jobs(handle, jobs, verb)
 
 
 def _value_of(result: ItemResult) -> Any:
@@ -151,6 +170,11 @@ def _row(instance: Any) -> dict[str, Any]:
     if isinstance(instance, dict):
         return instance
     return {"data": instance}
+
+
+def request_rows(request: InferRequest) -> list[Any]:
+    """A v2 request's handler inputs: each BYTES element, and each other tensor, is one row."""
+    return _rows(request.inputs)
 
 
 def _rows(inputs: Sequence[Tensor]) -> list[Any]:
@@ -195,3 +219,28 @@ def _tensor_of(name: str, values: list[Any]) -> Tensor:
     data = np.empty(len(encoded), dtype=object)
     data[:] = encoded
     return Tensor(name=name, datatype="BYTES", shape=(len(encoded),), data=data)
+
+
+def _explain_outputs(values: list[Any]) -> list[Tensor]:
+    """v2 explain outputs: ``explain`` (FP64) and, when asked for, ``convergence_delta``.
+
+    One row's attributions keep that row's shape (the seeds' ``[1, 28, 28]`` for one MNIST
+    image); N rows stack to ``[N, ...]``. Rows whose values are not numeric maps of one shape
+    fall back to BYTES of JSON, as predictions do.
+    """
+    deltas: list[Any] = []
+    maps = values
+    if values and all(isinstance(v, dict) and "attributions" in v for v in values):
+        maps = [v["attributions"] for v in values]
+        deltas = [v.get("convergence_delta") for v in values]
+    try:
+        array = np.asarray(maps)
+    except (ValueError, TypeError):
+        return [_tensor_of(EXPLAIN_OUTPUT, values)]
+    if array.dtype.kind not in "biuf" or array.ndim == 0 or array.shape[0] != len(values):
+        return [_tensor_of(EXPLAIN_OUTPUT, values)]
+    array = array.astype(np.float64, copy=False)
+    outputs = [Tensor.from_array(EXPLAIN_OUTPUT, array[0] if len(values) == 1 else array)]
+    if deltas and all(isinstance(d, (int, float)) for d in deltas):
+        outputs.append(Tensor.from_array(DELTA_OUTPUT, np.asarray(deltas, dtype=np.float64)))
+    return outputs

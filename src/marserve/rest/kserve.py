@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from marserve.dataplane import DataPlane
+from marserve import explain
+from marserve.dataplane import DataPlane, request_rows
 from marserve.errors import NotFound
 from marserve.protocol import v1, v2_json
 from marserve.protocol.limits import DecodeLimits
 from marserve.rest.body import read_body
+from marserve.types import InferRequest
 
 _JSON = "application/json"
 _V1_VERBS = {"predict": "predict", "explain": "explain"}
@@ -18,6 +23,17 @@ _V1_VERBS = {"predict": "predict", "explain": "explain"}
 
 def _json(obj: object, status: int = 200) -> Response:
     return Response(v2_json.encode_json(obj), status_code=status, media_type=_JSON)
+
+
+def _wants_png(request: Request) -> bool:
+    """An explain request asking for a heatmap (``?format=png`` or ``Accept: image/png``)."""
+    return explain.wants_png(request.headers.get("accept"), request.query_params.get("format"))
+
+
+async def _png_response(values: list[Any], inputs: list[Any]) -> Response:
+    """The explanations drawn over their inputs, rendered off the event loop."""
+    picture = await run_in_threadpool(explain.heatmap_png, values, inputs)
+    return Response(picture, media_type="image/png")
 
 
 class KServeRoutes:
@@ -38,9 +54,12 @@ class KServeRoutes:
         name, _, verb = request.path_params["name_verb"].rpartition(":")
         if not name or verb not in _V1_VERBS:
             raise NotFound(f"Unknown v1 endpoint: {request.url.path[:200]}")
+        png = verb == "explain" and _wants_png(request)
         body = await read_body(request, self.max_request_size)
         instances = v1.decode_predict_request(body, limits=self.limits)
         values = await self.dataplane.v1(name, None, instances, request.headers, verb=verb)
+        if png:
+            return await _png_response(values, instances)
         encode = v1.encode_predictions if verb == "predict" else v1.encode_explanations
         return Response(encode(values), media_type=_JSON)
 
@@ -64,18 +83,21 @@ class KServeRoutes:
         ready = self.dataplane.model_ready(params["name"], params.get("version"))
         return _json({"name": params["name"], "ready": ready}, 200 if ready else 503)
 
-    async def _infer(self, request: Request, verb: str) -> Response:
+    async def _decode_v2(self, request: Request) -> InferRequest:
         params = request.path_params
         body = await read_body(request, self.max_request_size)
         header_length = request.headers.get(v2_json.HEADER_LENGTH)
         v2_json.check_binary_header(request.headers.get("content-type"), header_length)
-        infer_request = v2_json.decode_infer_request(
+        return v2_json.decode_infer_request(
             body,
             model_name=params["name"],
             model_version=params.get("version"),
             header_length=header_length,
             limits=self.limits,
         )
+
+    async def _infer(self, request: Request, verb: str) -> Response:
+        infer_request = await self._decode_v2(request)
         response = await self.dataplane.infer(infer_request, request.headers, verb=verb)
         payload, headers = v2_json.encode_infer_response(
             response,
@@ -88,7 +110,12 @@ class KServeRoutes:
         return await self._infer(request, "predict")
 
     async def explain(self, request: Request) -> Response:
-        return await self._infer(request, "explain")
+        if not _wants_png(request):
+            return await self._infer(request, "explain")
+        infer_request = await self._decode_v2(request)
+        headers = request.headers
+        _, values = await self.dataplane.infer_values(infer_request, headers, verb="explain")
+        return await _png_response(values, request_rows(infer_request))
 
     def routes(self) -> list[Route]:
         model = "/v2/models/{name}"

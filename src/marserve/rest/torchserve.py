@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from marserve import explain
 from marserve.dataplane import DataPlane
 from marserve.protocol.limits import DecodeLimits
 from marserve.protocol.torchserve import decode_prediction_body, encode_prediction_result
@@ -29,11 +31,21 @@ class TorchServeRoutes:
 
     async def _run(self, request: Request, verb: str) -> Response:
         params = request.path_params
+        png = verb == "explain" and explain.wants_png(
+            request.headers.get("accept"), request.query_params.get("format")
+        )
+        # Explanations take their options (target, n_steps, ...) from the query string, which
+        # reaches the handler row as TorchServe passes query parameters: name -> bytes.
+        query = list(request.query_params.multi_items()) if verb == "explain" else []
         body = await read_body(request, self.max_request_size)
-        data = decode_prediction_body(body, request.headers.get("content-type"), limits=self.limits)
+        content_type = request.headers.get("content-type")
+        data = decode_prediction_body(body, content_type, limits=self.limits, query=query)
         result = await self.dataplane.predict_one(
             params["model"], params.get("version"), data, request.headers, verb=verb
         )
+        if png:
+            picture = await run_in_threadpool(explain.heatmap_png, [result.value], [data])
+            return Response(picture, media_type="image/png")
         payload, media_type = encode_prediction_result(result.value)
         return Response(
             payload,
