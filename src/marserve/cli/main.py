@@ -6,6 +6,7 @@ import click
 
 from marserve import __version__
 from marserve.cli.archive import archive
+from marserve.cli.explain import explain
 from marserve.cli.serve import serve, stop
 
 
@@ -16,6 +17,7 @@ def cli() -> None:
 
 
 cli.add_command(archive)
+cli.add_command(explain)
 cli.add_command(serve)
 cli.add_command(stop)
 
