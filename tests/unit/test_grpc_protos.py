@@ -272,3 +272,15 @@ def test_messages_live_in_marserves_own_pool() -> None:
     assert v2.DESCRIPTOR.pool is not descriptor_pool.Default()
     assert triton.DESCRIPTOR.pool is descriptor_pool.Default()
     assert v2.ModelInferRequest is not triton.ModelInferRequest
+
+
+def test_repository_requests_are_read_in_kserves_and_tritons_layouts() -> None:
+    from marserve.grpc.inference import repository_model_name
+
+    kserve = v2.RepositoryModelLoadRequest(model_name="a")
+    assert repository_model_name(kserve) == "a"
+    for message in (triton.RepositoryModelLoadRequest, triton.RepositoryModelUnloadRequest):
+        wire = message(model_name="b").SerializeToString()
+        assert repository_model_name(v2.RepositoryModelLoadRequest.FromString(wire)) == "b"
+        assert repository_model_name(v2.RepositoryModelUnloadRequest.FromString(wire)) == "b"
+    assert repository_model_name(v2.RepositoryModelLoadRequest()) == ""

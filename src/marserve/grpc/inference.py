@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+from google.protobuf import unknown_fields
+from google.protobuf.message import Message
 
 from marserve.dataplane import DataPlane
 from marserve.errors import InvalidInput
@@ -26,11 +28,34 @@ TS_SERVICE = ts.DESCRIPTOR.services_by_name["InferenceAPIsService"]
 OPEN_METHODS = frozenset({"Ping", "ServerLive", "ServerReady"})
 # The repository extension changes what is loaded: the management key, as over REST.
 MANAGEMENT_METHODS = {"RepositoryModelLoad": "management", "RepositoryModelUnload": "management"}
+_LENGTH_DELIMITED = 2  # protobuf wire type of strings
 
 
 def _health(healthy: bool) -> str:
     status = "Healthy" if healthy else "Unhealthy"
     return encode_json({"status": status}, indent=True).decode()
+
+
+def repository_model_name(request: Message) -> str:
+    """The model a repository load/unload names, in KServe's layout or in Triton's.
+
+    KServe's messages carry ``model_name`` as field 1; Triton's (what ``tritonclient.grpc``'s
+    ``load_model``/``unload_model`` send) carry ``repository_name`` as field 1 and ``model_name``
+    as field 2, which KServe's layout sees as an unknown field. A request with no field 1 and a
+    text field 2 is read the Triton way, so both clients work.
+    """
+    name = getattr(request, "model_name", "")
+    if name:
+        return str(name)
+    found = unknown_fields.UnknownFieldSet(request)
+    for index in range(len(found)):
+        item = found[index]
+        if item.field_number == 2 and item.wire_type == _LENGTH_DELIMITED:
+            try:
+                return bytes(item.data).decode("utf-8")
+            except UnicodeDecodeError:
+                break
+    return ""
 
 
 class OpenInferenceService:
@@ -69,14 +94,16 @@ class OpenInferenceService:
     async def repository_load(
         self, request: v2.RepositoryModelLoadRequest, context: Context
     ) -> Any:
-        await self.manager.repository_load(request.model_name)
-        return v2.RepositoryModelLoadResponse(model_name=request.model_name, isLoaded=True)
+        name = repository_model_name(request)
+        await self.manager.repository_load(name)
+        return v2.RepositoryModelLoadResponse(model_name=name, isLoaded=True)
 
     async def repository_unload(
         self, request: v2.RepositoryModelUnloadRequest, context: Context
     ) -> Any:
-        await self.manager.repository_unload(request.model_name)
-        return v2.RepositoryModelUnloadResponse(model_name=request.model_name, isUnloaded=True)
+        name = repository_model_name(request)
+        await self.manager.repository_unload(name)
+        return v2.RepositoryModelUnloadResponse(model_name=name, isUnloaded=True)
 
     def handler(self, guard: Guard) -> grpc.GenericRpcHandler:
         return service_handler(
