@@ -14,7 +14,12 @@ from google.protobuf import empty_pb2, json_format
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from marserve.grpc.protos import inference_pb2, inference_pb2_grpc
+from marserve.grpc.protos import (
+    inference_pb2,
+    inference_pb2_grpc,
+    management_pb2,
+    management_pb2_grpc,
+)
 from tests.e2e.conftest import EXAMPLE
 from tests.e2e.server import RunningServer
 
@@ -240,3 +245,20 @@ def test_sequence_streaming_is_unimplemented(
     with pytest.raises(grpc.RpcError) as caught:
         list(ts_stub.StreamPredictions2(requests))
     assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_registration_is_off_unless_the_model_api_is_enabled(mnist_server: RunningServer) -> None:
+    """TorchServe's default: reading works, changing what is loaded is refused (405 ->
+    UNIMPLEMENTED in the status table)."""
+    with grpc.insecure_channel(mnist_server.grpc_target("management")) as opened:
+        stub = management_pb2_grpc.ManagementAPIsServiceStub(opened)
+        listing = json.loads(stub.ListModels(management_pb2.ListModelsRequest()).msg)
+        assert [m["modelName"] for m in listing["models"]] == ["mnist"]
+        for call, request in (
+            (stub.RegisterModel, management_pb2.RegisterModelRequest(url="mnist.mar")),
+            (stub.UnregisterModel, management_pb2.UnregisterModelRequest(model_name="mnist")),
+        ):
+            with pytest.raises(grpc.RpcError) as caught:
+                call(request)
+            assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
+            assert "enable_model_api" in caught.value.details()
