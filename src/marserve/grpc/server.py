@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from typing import Any, Protocol
 
 import grpc
 
 from marserve.auth import TokenAuthority
 from marserve.dataplane import DataPlane
 from marserve.errors import ConfigError
-from marserve.grpc.errors import Guard
+from marserve.grpc.errors import Guard, Observer
 from marserve.grpc.inference import (
     MANAGEMENT_METHODS,
     OPEN_METHODS,
@@ -34,6 +35,48 @@ from marserve.settings import Address, ServerSettings
 log = logging.getLogger("marserve.grpc")
 
 DRAIN_GRACE_S = 30.0
+PROTOCOL = "grpc"  # the ``protocol`` label of gRPC requests in metrics
+INFERENCE_METHODS = frozenset({"ModelInfer", "Predictions", "StreamPredictions"})
+
+
+class RequestMetrics(Protocol):
+    """What the gRPC listeners report to (``marserve.metrics.ServerMetrics`` has this shape)."""
+
+    def observe_status(self, status: int) -> None: ...
+
+    def observe_request(
+        self,
+        model: str | None,
+        version: str | None,
+        *,
+        protocol: str,
+        verb: str,
+        status: int,
+        seconds: float,
+        error: BaseException | None = None,
+    ) -> Any: ...
+
+
+def metrics_observer(metrics: RequestMetrics) -> Observer:
+    """Inference calls count as requests of their model; every call counts by its status."""
+
+    def observe(
+        method: str, request: Any, status: int, seconds: float, error: BaseException | None
+    ) -> None:
+        if method not in INFERENCE_METHODS:
+            metrics.observe_status(status)
+            return
+        metrics.observe_request(
+            getattr(request, "model_name", "") or None,
+            getattr(request, "model_version", "") or None,
+            protocol=PROTOCOL,
+            verb="predict",
+            status=status,
+            seconds=seconds,
+            error=error,
+        )
+
+    return observe
 
 
 def _target(address: Address) -> str:
@@ -58,19 +101,21 @@ class GrpcListeners:
         manager: ModelManager,
         auth: TokenAuthority | None,
         limits: DecodeLimits,
+        metrics: RequestMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.dataplane = dataplane
         self.manager = manager
         self.auth = auth
         self.limits = limits
+        self._observe = metrics_observer(metrics) if metrics is not None else None
         self._servers: list[grpc.aio.Server] = []
 
     def _handlers(self, api: str) -> list[grpc.GenericRpcHandler]:
         if api == "management":
-            guard = Guard(self.auth, "management")
+            guard = Guard(self.auth, "management", observe=self._observe)
             return [ManagementService(self.manager).handler(guard)]
-        guard = Guard(self.auth, "inference", OPEN_METHODS, MANAGEMENT_METHODS)
+        guard = Guard(self.auth, "inference", OPEN_METHODS, MANAGEMENT_METHODS, self._observe)
         return [
             OpenInferenceService(self.dataplane, self.manager, self.limits).handler(guard),
             TorchServeInferenceService(self.dataplane, self.limits).handler(guard),
