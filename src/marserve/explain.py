@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -251,6 +251,7 @@ def _plan(
     inputs: torch.Tensor,
     rows: Sequence[Any],
     settings: ExplainSettings,
+    class_counts: MutableMapping[tuple[int, ...], int] | None,
 ) -> tuple[list[Any], _Groups]:
     """(results holding each invalid row's failure, the valid rows grouped by Captum call)."""
     results: list[Any] = [None] * len(rows)
@@ -263,7 +264,14 @@ def _plan(
     groups: _Groups = {}
     if not wanted:
         return results, groups
-    predicted, classes = _class_count(forward, _select(inputs, list(wanted), len(rows)))
+    shape = tuple(int(size) for size in inputs.shape[1:])
+    known = None if class_counts is None else class_counts.get(shape)
+    if known is not None and all(options.target is not None for options in wanted.values()):
+        predicted, classes = [0] * len(wanted), known  # every class named: no forward needed
+    else:
+        predicted, classes = _class_count(forward, _select(inputs, list(wanted), len(rows)))
+        if class_counts is not None:
+            class_counts[shape] = classes
     for position, (index, options) in enumerate(wanted.items()):
         try:
             target = _resolve_target(options, predicted[position], classes)
@@ -279,9 +287,14 @@ def explain_batch(
     inputs: torch.Tensor,
     rows: Sequence[Any],
     settings: ExplainSettings,
+    class_counts: MutableMapping[tuple[int, ...], int] | None = None,
 ) -> list[Any]:
     """One value per row: float64 attributions shaped like the row's input (a dict with the
     convergence delta when asked), or a :class:`RowFailure` for a row with invalid options.
+
+    Rows without a target need one forward pass for the predicted class. ``class_counts``
+    (the model's number of classes per input shape, kept by the caller between batches) spares
+    that pass when every row names its target: the target is still checked against it.
     """
     if int(inputs.shape[0]) != len(rows):
         raise PredictionException(
@@ -290,7 +303,7 @@ def explain_batch(
     integrated_gradients_class()  # 501 before any work when Captum is missing
     import torch
 
-    results, groups = _plan(forward, inputs, rows, settings)
+    results, groups = _plan(forward, inputs, rows, settings, class_counts)
     for (n_steps, delta), members in groups.items():
         indices = [index for index, _ in members]
         targets = [target for _, target in members if target is not None]

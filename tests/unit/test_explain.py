@@ -239,3 +239,26 @@ def test_integrated_gradients_never_asks_captum_for_fewer_rows_than_inputs(
     )
     assert delta is None
     assert_close(attributions, captum(net, images, list(range(6)), n_steps=5))
+
+
+def test_known_class_counts_spare_the_forward_pass_when_targets_are_named(
+    net: torch.nn.Module,
+) -> None:
+    image, counts = digits(5), {}
+    calls: list[int] = []
+    net.register_forward_hook(lambda _m, inputs, _o: calls.append(inputs[0].shape[0]))
+    try:
+        first = explain_batch(net, image, [{"target": 5}], DEFAULTS, counts)
+        assert counts == {(1, 28, 28): 10} and calls == [1, 50]  # classes, then the steps
+        calls.clear()
+        again = explain_batch(net, image, [{"target": 5}], DEFAULTS, counts)
+        assert calls == [50]
+        np.testing.assert_array_equal(first[0], again[0])
+        assert explain_batch(net, image, [{"target": 10}], DEFAULTS, counts) == [
+            RowFailure(400, "target must be below 10 (the model's classes)")
+        ]
+        calls.clear()
+        explain_batch(net, image, [{}], DEFAULTS, counts)  # the predicted class needs the pass
+        assert calls == [1, 50]
+    finally:
+        net._forward_hooks.clear()

@@ -95,6 +95,7 @@ class BaseHandler:
         self.explain = False
         self.target = 0
         self._explain_settings: Any = None
+        self._explain_classes: dict[tuple[int, ...], int] | None = None
 
     def initialize(self, context: Context) -> None:
         """Load the model named by the manifest onto the assigned device and put it in eval mode."""
@@ -224,7 +225,11 @@ class BaseHandler:
     def _integrated_gradients(self, data_preprocess: Any, rows: list[Any]) -> list[Any]:
         from marserve import explain
 
-        values = explain.explain_batch(self.model, data_preprocess, rows, self.explain_settings)
+        classes = getattr(self, "_explain_classes", None)
+        if classes is None:
+            classes = self._explain_classes = {}
+        settings = self.explain_settings
+        values = explain.explain_batch(self.model, data_preprocess, rows, settings, classes)
         for index, value in enumerate(values):
             if isinstance(value, explain.RowFailure):
                 if self.context is not None:
