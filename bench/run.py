@@ -19,6 +19,7 @@ if str(REPO) not in sys.path:  # run as a script: make the ``bench`` package imp
 
 from rich.console import Console  # noqa: E402
 
+from bench import explain as explain_bench  # noqa: E402
 from bench import harness, loadgen, payloads, report  # noqa: E402
 from bench.marserve_server import Marserve  # noqa: E402
 from bench.servers import ManagedServer, free_ports, properties_text  # noqa: E402
@@ -26,7 +27,7 @@ from bench.torchserve import TorchServe, build_archive, ensure_venv  # noqa: E40
 
 CACHE = REPO / "bench" / ".cache"
 MODEL = "mnist"
-CHOICES = (*harness.SERVER_CONFIGS, "ceiling")
+CHOICES = (*harness.SERVER_CONFIGS, "ceiling", "explain")
 
 
 def _csv(kind: type, allowed: tuple[str, ...] | None = None) -> Any:
@@ -51,6 +52,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--extra-concurrency", type=int, default=8, help="level of v1/v2 rows")
     p.add_argument("--thread-compare-concurrency", type=int, default=32)
     p.add_argument("--ceiling-seconds", type=float, default=5.0)
+    p.add_argument("--explain-rounds", type=int, default=5, help="explain: alternating rounds")
+    p.add_argument("--explain-requests", type=int, default=25, help="explain: per side/round")
     p.add_argument("--example-dir", type=Path, default=REPO / "examples" / "mnist")
     p.add_argument("--wait-example", type=float, default=120.0, help="seconds to wait for it")
     p.add_argument("--ready-timeout", type=float, default=120.0, help="seconds to first answer")
@@ -164,6 +167,19 @@ def prepare(args: argparse.Namespace, say: harness.Say) -> tuple[Path, Path, Pat
     return bindir, store, archive
 
 
+def run_explain(
+    args: argparse.Namespace, store: Path, archive: Path, say: harness.Say
+) -> list[report.Row]:
+    """The explain rows: marserve (one worker) against Captum called in-process."""
+    executable = Path(sys.executable).parent / "marserve"
+
+    def make(run_dir: Path) -> ManagedServer:
+        return Marserve(run_dir, free_ports(), executable, store, archive)
+
+    plan = explain_bench.ExplainPlan(rounds=args.explain_rounds, requests=args.explain_requests)
+    return explain_bench.run_explain(REPO, args.example_dir.resolve(), make, CACHE, plan, say)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     console = Console(width=None if sys.stdout.isatty() else 160)
@@ -189,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     bodies = payloads.build_payloads(example, MODEL)
     rows: list[report.Row] = []
     for config in plan.servers:
-        if config == "ceiling":
+        if config in ("ceiling", "explain"):
             continue
         factory = functools.partial(make_server, config, bindir, store, archive)
         rows += harness.run_server(factory, config, bodies, plan, CACHE, say)
@@ -198,7 +214,11 @@ def main(argv: list[str] | None = None) -> int:
         for threads in (0, 1):
             harness.wait_quiet(plan, say)
             rows.append(harness.run_ceiling(REPO, example, plan.ceiling_s, threads))
-    checks = report.evaluate(rows)
+    if "explain" in plan.servers:
+        say("explain latency: marserve vs Captum in-process, one image at a time")
+        harness.wait_quiet(plan, say)
+        rows += run_explain(args, store, archive, say)
+    checks = report.evaluate(rows) + explain_bench.checks(rows)
     report.print_table(rows, checks, console)
     json_path, md_path = CACHE / "last-results.json", CACHE / "RESULTS.generated.md"
     report.write_outputs(rows, checks, metadata(args, bindir, load_before), json_path, md_path)
