@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import statistics
@@ -14,13 +15,13 @@ from pathlib import Path
 
 import httpx
 
-from bench import loadgen, procs
+from bench import grpc_load, loadgen, procs
 from bench.payloads import Payload, png_path
 from bench.report import MIB, NOISY_PCT, Row
 from bench.servers import ManagedServer, ServerNotReady, clean_env, probe, wait_first_prediction
 
 SERVER_CONFIGS = ("torchserve", "torchserve-1thread", "marserve")
-ROWS = ("png", "v1", "v2-json", "v2-binary")
+ROWS = ("png", "v1", "v2-json", "v2-binary", "grpc-raw")
 LABELS = {
     "torchserve": "TorchServe 0.12 default",
     "torchserve-1thread": "TorchServe 0.12 1 thread/worker",
@@ -30,6 +31,7 @@ LABELS = {
 
 Say = Callable[[str], None]
 ServerFactory = Callable[[], ManagedServer]
+Runner = Callable[[int, float], loadgen.LoadResult]  # (concurrency, seconds) -> one load
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,13 +85,40 @@ def _row(config: str, row: str, concurrency: int | None, **values: object) -> Ro
     return Row(LABELS[config], config, row, concurrency, **values)  # type: ignore[arg-type]
 
 
-def _script(cache: Path, payload: Payload) -> Path:
+def _body_file(cache: Path, payload: Payload) -> Path:
     body = cache / "bodies" / f"{payload.row}.bin"
     body.parent.mkdir(parents=True, exist_ok=True)
     body.write_bytes(payload.body)
+    return body
+
+
+def _script(cache: Path, payload: Payload) -> Path:
     script = cache / "bodies" / f"{payload.row}.lua"
-    script.write_text(loadgen.lua_script(body, payload.headers))
+    script.write_text(loadgen.lua_script(_body_file(cache, payload), payload.headers))
     return script
+
+
+def is_grpc(payload: Payload) -> bool:
+    """gRPC rows (``grpc-*``): ``path`` is the method, ``body`` the serialized request."""
+    return payload.row.startswith("grpc")
+
+
+def load_runner(server: ManagedServer, payload: Payload, cache: Path) -> tuple[Runner | None, str]:
+    """Check one request works; (how to load it, a sample answer) or (None, why it failed)."""
+    if is_grpc(payload):
+        target = f"127.0.0.1:{server.ports.grpc_inference}"
+        ok, sample = grpc_load.probe(target, payload.path, payload.body)
+        if not ok:
+            return None, f"gRPC {sample}"
+        body = _body_file(cache, payload)
+        return functools.partial(grpc_load.run_load, target, payload.path, body), sample
+    with httpx.Client(timeout=30.0) as client:
+        answer = probe(client, server.base_url, payload)
+    sample = answer.text[:120]
+    if not answer.is_success:
+        return None, f"HTTP {answer.status_code} {sample}"
+    url = server.base_url + payload.path
+    return functools.partial(loadgen.run_wrk, url, _script(cache, payload)), sample
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,15 +132,13 @@ class Attempt:
     busy_before_pct: float
 
 
-def timed_load(
-    server: ManagedServer, url: str, script: Path, c: int, plan: Plan, say: Say
-) -> Attempt:
+def timed_load(server: ManagedServer, run: Runner, c: int, plan: Plan, say: Say) -> Attempt:
     """Wait for a quiet machine, warm up, then run the measured load with CPU accounting."""
     busy_before = wait_quiet(plan, say)
     if plan.warmup_s > 0:
-        loadgen.run_wrk(url, script, c, plan.warmup_s)
+        run(c, plan.warmup_s)
     before, started = procs.CpuSample.take(server.root_pid()), time.monotonic()
-    result = loadgen.run_wrk(url, script, c, plan.duration_s)
+    result = run(c, plan.duration_s)
     after, wall = procs.CpuSample.take(server.root_pid()), time.monotonic() - started
     return Attempt(
         result,
@@ -123,13 +150,13 @@ def timed_load(
 
 
 def least_disturbed(
-    server: ManagedServer, url: str, script: Path, c: int, plan: Plan, say: Say
+    server: ManagedServer, run: Runner, c: int, plan: Plan, say: Say
 ) -> tuple[Attempt, int]:
     """Repeat a disturbed load up to ``plan.noisy_retries`` times; keep the least disturbed."""
-    attempts = [timed_load(server, url, script, c, plan, say)]
+    attempts = [timed_load(server, run, c, plan, say)]
     while attempts[-1].other_cpu_pct > NOISY_PCT and len(attempts) <= plan.noisy_retries:
         say(f"    other processes took {attempts[-1].other_cpu_pct:.0f}% of the CPU: again")
-        attempts.append(timed_load(server, url, script, c, plan, say))
+        attempts.append(timed_load(server, run, c, plan, say))
     return min(attempts, key=lambda attempt: attempt.other_cpu_pct), len(attempts)
 
 
@@ -143,14 +170,11 @@ def measure_point(
     say: Say,
 ) -> Row:
     """Check one request works, run the (least disturbed) timed load, read the tree's RSS."""
-    with httpx.Client(timeout=30.0) as client:
-        answer = probe(client, server.base_url, payload)
-    sample = answer.text[:120]
-    if not answer.is_success:
-        detail = {"reason": f"HTTP {answer.status_code} {sample}"}
+    run, sample = load_runner(server, payload, cache)
+    if run is None:
+        detail = {"reason": sample}
         return _row(config, payload.row, concurrency, note="request rejected", detail=detail)
-    script, url = _script(cache, payload), server.base_url + payload.path
-    best, tries = least_disturbed(server, url, script, concurrency, plan, say)
+    best, tries = least_disturbed(server, run, concurrency, plan, say)
     result = best.result
     rss, count = server.snapshot()
     return _row(

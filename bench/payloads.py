@@ -18,6 +18,9 @@ EXAMPLE_FILES = (
 )
 
 
+GRPC_MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
+
+
 @dataclass(frozen=True, slots=True)
 class Payload:
     """One request shape: where it goes, its body and its headers."""
@@ -54,18 +57,24 @@ def png_path(example_dir: Path) -> Path:
     return sorted((example_dir / "test_data").glob("*.png"))[0]
 
 
-def binary_tensor_body(v2_json: bytes) -> tuple[bytes, int]:
-    """Re-encode the first input of a v2 JSON request with the binary tensor extension.
-
-    Returns the body (JSON header then the raw little-endian FP32 bytes) and the header length
-    that goes in ``Inference-Header-Content-Length``.
-    """
+def _first_fp32(v2_json: bytes) -> tuple[dict[str, object], list[int], bytes]:
+    """The first input of a v2 JSON request, its shape and its raw little-endian FP32 bytes."""
     request = orjson.loads(v2_json)
     first = request["inputs"][0]
     if first.get("datatype") != "FP32":
         raise ValueError(f"expected an FP32 input, got {first.get('datatype')!r}")
     shape = [int(dim) for dim in first["shape"]]
     raw = np.asarray(first["data"], dtype="<f4").reshape(shape).tobytes()
+    return first, shape, raw
+
+
+def binary_tensor_body(v2_json: bytes) -> tuple[bytes, int]:
+    """Re-encode the first input of a v2 JSON request with the binary tensor extension.
+
+    Returns the body (JSON header then the raw little-endian FP32 bytes) and the header length
+    that goes in ``Inference-Header-Content-Length``.
+    """
+    first, shape, raw = _first_fp32(v2_json)
     header = {
         "inputs": [
             {
@@ -80,8 +89,23 @@ def binary_tensor_body(v2_json: bytes) -> tuple[bytes, int]:
     return head + raw, len(head)
 
 
+def grpc_raw_body(v2_json: bytes, model: str) -> bytes:
+    """The first input of a v2 JSON request as a serialized gRPC ``ModelInferRequest`` whose
+    tensor travels in ``raw_input_contents`` (the gRPC fast path)."""
+    from marserve.grpc.protos import grpc_predict_v2_pb2 as pb
+
+    first, shape, raw = _first_fp32(v2_json)
+    message = pb.ModelInferRequest(model_name=model)
+    message.inputs.add(name=str(first["name"]), datatype="FP32", shape=shape)
+    message.raw_input_contents.append(raw)
+    return message.SerializeToString()
+
+
 def build_payloads(example_dir: Path, model: str) -> dict[str, Payload]:
-    """Every row's payload, keyed by row name (png, v1, v2-json, v2-binary)."""
+    """Every row's payload, keyed by row name (png, v1, v2-json, v2-binary, grpc-raw).
+
+    gRPC rows carry the method in ``path`` and the serialized request in ``body``.
+    """
     v1 = (example_dir / "requests/v1/mnist.json").read_bytes()
     v2 = (example_dir / "requests/v2/mnist_v2_tensor.json").read_bytes()
     binary, head_len = binary_tensor_body(v2)
@@ -104,4 +128,5 @@ def build_payloads(example_dir: Path, model: str) -> dict[str, Payload]:
                 "Inference-Header-Content-Length": str(head_len),
             },
         ),
+        "grpc-raw": Payload("grpc-raw", GRPC_MODEL_INFER, grpc_raw_body(v2, model)),
     }

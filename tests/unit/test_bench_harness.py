@@ -164,6 +164,7 @@ def test_points_follow_the_plan() -> None:
         ("v1", 8),
         ("v2-json", 8),
         ("v2-binary", 8),
+        ("grpc-raw", 8),
     ]
     only_v2 = harness.Plan(rows=("v2-binary",), concurrency=(4,), extra_concurrency=2)
     assert harness.points(only_v2, "torchserve") == []
