@@ -73,6 +73,7 @@ class ModelManager:
         self._worker_index = itertools.count()
         self._urls: dict[tuple[str, str], str] = {}
         self._lock = asyncio.Lock()
+        self._threads = self._torch_threads(self.auto_workers)  # refined at start-up
 
     # start-up ------------------------------------------------------------------------------
     def startup_sources(self) -> list[ModelSource]:
@@ -184,7 +185,7 @@ class ModelManager:
             handler=manifest.handler,
             batch_size=config.batch_size,
             worker_index=0,
-            torch_threads=getattr(self, "_threads", 1),
+            torch_threads=self._threads,
             model_yaml_config=dict(config.yaml_config),
             deps_dir=deps_dir,
             server_version=__version__,
