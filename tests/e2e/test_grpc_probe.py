@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -70,15 +71,21 @@ def handle(data, context):
 '''
 
 
-@pytest.fixture(scope="module")
-def probe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    tmp = tmp_path_factory.mktemp("grpc-probe")
+def build_probe_store(tmp: Path) -> Path:
+    """A model store holding probe.mar (HANDLER), made by the real torch-model-archiver."""
     (tmp / "grpc_probe.py").write_text(HANDLER)
     (tmp / "empty.bin").write_bytes(b"")
     store = tmp / "store"
     store.mkdir()
     run(ARCHIVER, "--model-name", "probe", "--version", "1.0", "--serialized-file",
         tmp / "empty.bin", "--handler", tmp / "grpc_probe.py", "--export-path", store)  # fmt: skip
+    return store
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    tmp = tmp_path_factory.mktemp("grpc-probe")
+    store = build_probe_store(tmp)
     config = write_config(
         tmp / "config.properties",
         max_request_size=MAX_REQUEST,
