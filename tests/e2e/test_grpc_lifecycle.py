@@ -65,6 +65,7 @@ def test_sigterm_lets_in_flight_calls_finish(tmp_path: Path) -> None:
         with pytest.raises(grpc.RpcError) as caught:
             stub.ModelInfer(v2_request({"echo": "late"}), timeout=10)
         assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+    server.client.close()
     assert server.process.wait(30) == 0, server.log()
 
 
