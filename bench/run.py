@@ -27,7 +27,10 @@ from bench.torchserve import TorchServe, build_archive, ensure_venv  # noqa: E40
 
 CACHE = REPO / "bench" / ".cache"
 MODEL = "mnist"
-CHOICES = (*harness.SERVER_CONFIGS, "ceiling", "explain")
+DEFAULT_SERVERS = (*harness.SERVER_CONFIGS, "ceiling")
+# "explain" alone runs just the explain rows; they also run with "marserve" (--explain-rounds 0
+# leaves them out).
+CHOICES = (*DEFAULT_SERVERS, "explain")
 
 
 def _csv(kind: type, allowed: tuple[str, ...] | None = None) -> Any:
@@ -47,12 +50,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=15.0, help="seconds per load point")
     p.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per load point")
     p.add_argument("--concurrency", type=_csv(int), default=(1, 8, 32), help="PNG levels")
-    p.add_argument("--servers", type=_csv(str, CHOICES), default=CHOICES, help=",".join(CHOICES))
+    servers = _csv(str, CHOICES)
+    p.add_argument("--servers", type=servers, default=DEFAULT_SERVERS, help=",".join(CHOICES))
     p.add_argument("--rows", type=_csv(str, harness.ROWS), default=harness.ROWS)
     p.add_argument("--extra-concurrency", type=int, default=8, help="level of v1/v2 rows")
     p.add_argument("--thread-compare-concurrency", type=int, default=32)
     p.add_argument("--ceiling-seconds", type=float, default=5.0)
-    p.add_argument("--explain-rounds", type=int, default=5, help="explain: alternating rounds")
+    p.add_argument("--explain-rounds", type=int, default=5, help="explain: rounds (0: none)")
     p.add_argument("--explain-requests", type=int, default=25, help="explain: per side/round")
     p.add_argument("--example-dir", type=Path, default=REPO / "examples" / "mnist")
     p.add_argument("--wait-example", type=float, default=120.0, help="seconds to wait for it")
@@ -214,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         for threads in (0, 1):
             harness.wait_quiet(plan, say)
             rows.append(harness.run_ceiling(REPO, example, plan.ceiling_s, threads))
-    if "explain" in plan.servers:
+    explain = "explain" in plan.servers or "marserve" in plan.servers
+    if explain and args.explain_rounds > 0:
         say("explain latency: marserve vs Captum in-process, one image at a time")
         harness.wait_quiet(plan, say)
         rows += run_explain(args, store, archive, say)
