@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "INSTALL_HINT",
+    "MAX_PICTURE_PIXELS",
+    "MIN_PICTURE_SIDE",
     "ExplainOptions",
     "ExplainSettings",
     "RowFailure",
@@ -62,6 +64,8 @@ DEFAULT_N_STEPS = 50
 DEFAULT_MAX_N_STEPS = 500
 #: Pictures are scaled up (nearest neighbour) until their longer side is at least this.
 MIN_PICTURE_SIDE = 224
+#: The most pixels a picture may have (the PNG, and each input image decoded under it).
+MAX_PICTURE_PIXELS = 16_000_000
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
 
@@ -384,7 +388,7 @@ def input_picture(value: Any) -> np.ndarray[Any, np.dtype[np.float64]] | None:
         return None
     if isinstance(value, (str, bytes, bytearray)):
         try:
-            image = open_image(image_bytes(value))
+            image = open_image(image_bytes(value), MAX_PICTURE_PIXELS)
         except PredictionException:
             return None
         grey = np.asarray(image.convert("L"), dtype=np.float64)
@@ -399,9 +403,9 @@ def input_picture(value: Any) -> np.ndarray[Any, np.dtype[np.float64]] | None:
     return (plane - low) / (high - low) if high > low else np.zeros_like(plane)
 
 
-def _panel(attributions: np.ndarray[Any, Any], picture: np.ndarray[Any, Any] | None) -> Any:
+def _panel(plane: np.ndarray[Any, Any], picture: np.ndarray[Any, Any] | None) -> Any:
     """One item: red where attributions are positive, blue where negative, over the picture."""
-    plane = np.nan_to_num(_plane(attributions), nan=0.0, posinf=0.0, neginf=0.0)
+    plane = np.nan_to_num(plane, nan=0.0, posinf=0.0, neginf=0.0)
     scale = float(np.abs(plane).max())
     strength = np.abs(plane) / scale if scale > 0 else np.zeros_like(plane)
     if picture is None or picture.shape != plane.shape:
@@ -417,22 +421,28 @@ def heatmap_png(explanations: Sequence[Any], inputs: Sequence[Any] | None = None
     """One PNG: the items side by side, each its attributions over its input picture.
 
     Each panel is the attribution map's height x width (channels summed), enlarged by a whole
-    factor until its longer side is at least :data:`MIN_PICTURE_SIDE`; the input is drawn
-    underneath when it decodes to a picture of the map's size, else a neutral grey.
+    factor until its longer side is at least :data:`MIN_PICTURE_SIDE` (less when the picture
+    would pass :data:`MAX_PICTURE_PIXELS`); the input is drawn underneath when it decodes to a
+    picture of the map's size, else a neutral grey.
     """
     if not explanations:
         raise InvalidInput("there is nothing to draw: no explanations")
+    planes = [_plane(attribution_map(value)) for value in explanations]
+    height = max(plane.shape[0] for plane in planes)
+    width = max(plane.shape[1] for plane in planes)
+    base = height * width * len(planes)
+    if base > MAX_PICTURE_PIXELS:
+        raise InvalidInput(
+            f"too much to draw: {len(planes)} maps of up to {height}x{width} pixels exceed "
+            f"{MAX_PICTURE_PIXELS} pixels"
+        )
+    wanted = math.ceil(MIN_PICTURE_SIDE / max(height, width))
+    factor = max(1, min(wanted, math.isqrt(MAX_PICTURE_PIXELS // base)))
     given = list(inputs or [])
-    panels = []
-    for index, value in enumerate(explanations):
+    canvas = np.zeros((height * factor, width * factor * len(planes), 3), dtype=np.uint8)
+    for index, plane in enumerate(planes):
         picture = input_picture(given[index]) if index < len(given) else None
-        panels.append(_panel(attribution_map(value), picture))
-    height = max(panel.shape[0] for panel in panels)
-    width = max(panel.shape[1] for panel in panels)
-    factor = max(1, math.ceil(MIN_PICTURE_SIDE / max(height, width)))
-    canvas = np.zeros((height * factor, width * factor * len(panels), 3), dtype=np.uint8)
-    for index, panel in enumerate(panels):
-        big = panel.repeat(factor, axis=0).repeat(factor, axis=1)
+        big = _panel(plane, picture).repeat(factor, axis=0).repeat(factor, axis=1)
         left = index * width * factor
         canvas[: big.shape[0], left : left + big.shape[1]] = big
     out = io.BytesIO()

@@ -14,7 +14,13 @@ from PIL import Image
 
 from marserve.dataplane import _explain_outputs
 from marserve.errors import InvalidInput
-from marserve.explain import MIN_PICTURE_SIDE, heatmap_png, input_picture, wants_png
+from marserve.explain import (
+    MAX_PICTURE_PIXELS,
+    MIN_PICTURE_SIDE,
+    heatmap_png,
+    input_picture,
+    wants_png,
+)
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "mnist"
 RED = np.array([220, 30, 30])
@@ -152,3 +158,12 @@ def test_the_front_renders_without_torch_or_captum() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_pictures_stay_bounded_however_many_maps_are_asked_for() -> None:
+    many = [np.ones((1, 1)) for _ in range(2000)]  # 1x1 maps would want 224x enlargement
+    with Image.open(io.BytesIO(heatmap_png(many))) as image:
+        width, height = image.size
+    assert width * height <= MAX_PICTURE_PIXELS and height == 89  # isqrt(16e6 / 2000)
+    with pytest.raises(InvalidInput, match="too much to draw"):
+        heatmap_png([np.ones((4000, 4001))])
