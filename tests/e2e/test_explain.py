@@ -191,6 +191,19 @@ def test_torchserve_explanations_take_query_options(
     assert_same(plain.json(), reference.attributions(normalised(png(6)))[0])
 
 
+def test_v1_and_torchserve_report_the_delta_when_asked(
+    server: RunningServer, reference: Reference
+) -> None:
+    instance = {"data": b64(3), "return_delta": True, "n_steps": 20}
+    v1 = server.client.post("/v1/models/mnist:explain", json={"instances": [instance]})
+    ts = server.client.post("/explanations/mnist?return_delta=true&n_steps=20", content=png(3))
+    expected, delta = reference.attributions(normalised(png(3)), None, 20)
+    for item in (v1.json()["explanations"][0], ts.json()):
+        assert set(item) == {"attributions", "convergence_delta"}
+        assert_same(item["attributions"], expected)
+        assert item["convergence_delta"] == pytest.approx(delta, abs=1e-5)
+
+
 def test_concurrent_explanations_each_get_their_own(
     server: RunningServer, reference: Reference
 ) -> None:
