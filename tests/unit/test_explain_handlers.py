@@ -175,6 +175,21 @@ def test_a_torchserve_vision_subclass_can_use_self_ig(tmp_path: Path) -> None:
     assert_close(out[1], [4.0, 0.0, 1.0] * weights[0])
 
 
+def test_a_handler_with_its_own_explain_handle_keeps_it(tmp_path: Path) -> None:
+    class OwnExplainHandle(ImageClassifier):
+        def explain_handle(self, data_preprocess: Any, raw_data: Any) -> list[Any]:
+            return [f"mine: {row['data']}" for row in raw_data]
+
+    ctx = linear_context(tmp_path)
+    handler = OwnExplainHandle()
+    handler.initialize(ctx)
+    rows = [{"data": [1.0, 2.0, 3.0]}, {"data": [0.0, 0.0, 1.0]}]
+    assert run(handler.handle, ctx, rows) == ["mine: [1.0, 2.0, 3.0]", "mine: [0.0, 0.0, 1.0]"]
+    ctx.begin_batch(["p"], [{}])  # and predictions are untouched
+    [prediction] = handler.handle(rows[:1], ctx)
+    assert set(prediction) == {"0", "1"}  # top classes with their probabilities
+
+
 # the built-in image classifier -----------------------------------------------------------------
 class ChannelMeans(nn.Module):
     """Logits = 10 x the mean of each normalised colour channel: a red image scores class 0."""
