@@ -3,11 +3,11 @@ TorchServe's ``InferenceAPIsService``, thin adapters over the same DataPlane as 
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-from google.protobuf import unknown_fields
 from google.protobuf.message import Message
 
 from marserve.dataplane import DataPlane
@@ -29,6 +29,8 @@ OPEN_METHODS = frozenset({"Ping", "ServerLive", "ServerReady"})
 # The repository extension changes what is loaded: the management key, as over REST.
 MANAGEMENT_METHODS = {"RepositoryModelLoad": "management", "RepositoryModelUnload": "management"}
 _LENGTH_DELIMITED = 2  # protobuf wire type of strings
+# Imported by name: not every types-protobuf release declares this module.
+_unknown_fields: Any = importlib.import_module("google.protobuf.unknown_fields")
 
 
 def _health(healthy: bool) -> str:
@@ -47,7 +49,7 @@ def repository_model_name(request: Message) -> str:
     name = getattr(request, "model_name", "")
     if name:
         return str(name)
-    found = unknown_fields.UnknownFieldSet(request)
+    found = _unknown_fields.UnknownFieldSet(request)
     for index in range(len(found)):
         item = found[index]
         if item.field_number == 2 and item.wire_type == _LENGTH_DELIMITED:

@@ -5,7 +5,7 @@ import warnings
 
 from marserve.grpc.protos import grpc_predict_v2_pb2 as marserve_dot_grpc_dot_protos_dot_grpc__predict__v2__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.81.1'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
