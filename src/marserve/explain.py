@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -66,6 +67,7 @@ DEFAULT_MAX_N_STEPS = 500
 MIN_PICTURE_SIDE = 224
 #: The most pixels a picture may have (the PNG, and each input image decoded under it).
 MAX_PICTURE_PIXELS = 16_000_000
+_DECIMAL = re.compile(r"-?[0-9]{1,18}")
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
 
@@ -139,7 +141,7 @@ def _integer(value: Any, name: str) -> int:
         value = bytes(value).decode("utf-8", "replace")
     if isinstance(value, str):
         text = value.strip()
-        if text.lstrip("-").isdigit() and len(text) <= 18:
+        if _DECIMAL.fullmatch(text):
             return int(text)
     elif isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
         return int(value)

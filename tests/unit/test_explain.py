@@ -120,6 +120,8 @@ def test_options_from_json_and_from_query_bytes_agree() -> None:
         ({"n_steps": 0}, "n_steps must be between 1 and 500, got 0"),
         ({"n_steps": 501}, "n_steps must be between 1 and 500, got 501"),
         ({"n_steps": b"9" * 40}, "n_steps must be an integer"),
+        ({"n_steps": "--5"}, "n_steps must be an integer"),
+        ({"target": "\u00b2"}, "target must be an integer"),
         ({"return_delta": "maybe"}, "return_delta must be true or false"),
         ({"return_delta": 1}, "return_delta must be true or false"),
     ],
