@@ -47,7 +47,7 @@ class Plan:
     thread_compare_concurrency: int = 32
     ceiling_s: float = 5.0
     ready_timeout_s: float = 120.0
-    quiet_wait_s: float = 60.0  # longest wait for other work on the machine to calm down
+    quiet_wait_s: float = 30.0  # longest wait for other work on the machine to calm down
     quiet_threshold_pct: float = 15.0
     noisy_retries: int = 2  # extra tries for a point that other processes disturbed
     cold_starts: int = 3  # the median is reported
@@ -274,9 +274,12 @@ def run_ceiling(repo: Path, example_dir: Path, seconds: float, threads: int = 0)
     cmd = [sys.executable, "-m", "bench.ceiling", "--example-dir", str(example_dir)]
     cmd += ["--png", str(png_path(example_dir)), "--seconds", str(seconds)]
     cmd += ["--threads", str(threads)]
+    before, started = procs.CpuSample.take(None), time.monotonic()
     proc = subprocess.run(
         cmd, cwd=repo, env=clean_env(), capture_output=True, text=True, timeout=seconds + 120
     )
+    after, wall = procs.CpuSample.take(None), time.monotonic() - started
+    other = procs.other_cpu_percent(before, after, wall, os.cpu_count() or 1)
     if proc.returncode != 0:
         detail = {"reason": " ".join(proc.stderr.strip().splitlines()[-1:])}
         return _row("ceiling", row, 1, note="not available", detail=detail)
@@ -289,6 +292,7 @@ def run_ceiling(repo: Path, example_dir: Path, seconds: float, threads: int = 0)
         p50_ms=data["p50_ms"],
         p99_ms=data["p99_ms"],
         errors=0,
+        other_cpu_pct=round(other, 1),
         note=f"inferences/s, batch 1, {data['torch_threads']} torch threads",
         detail=data,
     )

@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--quiet-wait",
         type=float,
-        default=60.0,
+        default=30.0,
         help="before each measurement, wait up to this many seconds for the machine to be idle",
     )
     p.add_argument("--quiet-threshold", type=float, default=15.0, help="idle means CPU %% below")
