@@ -39,7 +39,7 @@ class Plan:
     """What to measure and for how long."""
 
     duration_s: float = 15.0
-    warmup_s: float = 3.0
+    warmup_s: float = 5.0
     concurrency: tuple[int, ...] = (1, 8, 32)
     servers: tuple[str, ...] = SERVER_CONFIGS
     rows: tuple[str, ...] = ROWS

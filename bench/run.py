@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line; defaults make a full run take about five minutes on two cores."""
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--duration", type=float, default=15.0, help="seconds per load point")
-    p.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per load point")
+    p.add_argument("--warmup", type=float, default=5.0, help="warm-up seconds per load point")
     p.add_argument("--concurrency", type=_csv(int), default=(1, 8, 32), help="PNG levels")
     servers = _csv(str, CHOICES)
     p.add_argument("--servers", type=servers, default=DEFAULT_SERVERS, help=",".join(CHOICES))
