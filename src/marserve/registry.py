@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from marserve.archive import Manifest
 from marserve.batching import DynamicBatcher
@@ -15,6 +16,9 @@ from marserve.errors import MarserveError, ModelNotFound, ServiceUnavailable, fr
 from marserve.settings import ModelConfig
 from marserve.workers.messages import Batch, ItemResult
 from marserve.workers.pool import Worker, WorkerPool
+
+if TYPE_CHECKING:
+    from marserve.metrics import ModelMetrics
 
 _batch_ids = itertools.count(1)
 
@@ -26,6 +30,7 @@ class Job:
     data: dict[str, Any]
     request_id: str
     headers: dict[str, str]
+    queued_at: float = field(default_factory=time.perf_counter)
 
 
 @dataclass(slots=True)
@@ -40,6 +45,7 @@ class ModelHandle:
     pool: WorkerPool
     queue_limit: int
     batchers: dict[str, DynamicBatcher[Worker, Job, ItemResult]] = field(default_factory=dict)
+    metrics: ModelMetrics | None = None  # set when registered with a server's metrics
 
     def __post_init__(self) -> None:
         self.pool.pending = lambda: self.queue_depth
@@ -79,7 +85,13 @@ class ModelHandle:
             request_ids=[job.request_id for job in jobs],
             headers=[job.headers for job in jobs],
         )
+        metrics = self.metrics
+        started = time.perf_counter()
+        if metrics is not None:
+            metrics.observe_dispatch([started - job.queued_at for job in jobs])
         result = await self.pool.run(worker, batch)
+        if metrics is not None:
+            metrics.observe_result(result, verb, time.perf_counter() - started)
         if result.results is None:
             raise from_http_status(result.error_message, result.error_status)
         return result.results
@@ -115,6 +127,9 @@ class ModelRegistry:
     def __init__(self) -> None:
         self._models: dict[str, dict[str, ModelHandle]] = {}
         self._defaults: dict[str, str] = {}
+        # Called with each handle as it is added and removed (the server's metrics listen).
+        self.on_add: list[Callable[[ModelHandle], None]] = []
+        self.on_remove: list[Callable[[ModelHandle], None]] = []
 
     def add(self, handle: ModelHandle, *, default: bool) -> None:
         versions = self._models.setdefault(handle.name, {})
@@ -126,6 +141,8 @@ class ModelRegistry:
         versions[handle.version] = handle
         if default or handle.name not in self._defaults:
             self._defaults[handle.name] = handle.version
+        for callback in self.on_add:
+            callback(handle)
 
     def get(self, name: str, version: str | None = None) -> ModelHandle:
         versions = self._models.get(name)
@@ -149,6 +166,8 @@ class ModelRegistry:
             del self._defaults[name]
         elif self._defaults[name] == handle.version:
             self._defaults[name] = sorted(versions)[-1]
+        for callback in self.on_remove:
+            callback(handle)
         return handle
 
     def set_default(self, name: str, version: str) -> None:

@@ -57,6 +57,7 @@ class Worker:
         self.pid: int | None = None
         self.device = ""
         self.started_at = time.monotonic()
+        self.load_seconds: float | None = None  # how long loading the model took
         self.started_iso = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
         self._process: asyncio.subprocess.Process | None = None
         self._reader: asyncio.StreamReader | None = None
@@ -92,6 +93,7 @@ class Worker:
             await self.kill()
             raise WorkerLoadError(getattr(loaded, "error", "unexpected answer from worker"))
         self.device = loaded.device
+        self.load_seconds = time.monotonic() - self.started_at
         self.state = WorkerState.READY
 
     async def _send(self, message: object) -> None:
