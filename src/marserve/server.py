@@ -18,13 +18,16 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 
 from marserve import __version__
+from marserve.access_log import AccessLog
 from marserve.auth import TokenAuthority
 from marserve.dataplane import DataPlane
 from marserve.management import ModelManager
+from marserve.metrics import ServerMetrics
 from marserve.protocol.limits import DecodeLimits
 from marserve.registry import ModelRegistry
 from marserve.repository import ModelStore
 from marserve.rest.app import application, inference_routes, management_routes
+from marserve.rest.metrics import ObservedApp, metrics_app, metrics_routes
 from marserve.settings import Address, ServerSettings
 
 if TYPE_CHECKING:
@@ -67,12 +70,17 @@ class Server:
         env: Mapping[str, str] | None = None,
         port_file: Path | None = None,
         key_file: Path | None = None,
+        access_log: AccessLog | None = None,
     ) -> None:
         self.settings = settings
         self.env = dict(env or {})
         self.port_file = port_file
         self.store = ModelStore(settings.model_store)
         self.registry = ModelRegistry()
+        self.metrics = ServerMetrics(
+            self.registry, system_metrics=not settings.disable_system_metrics
+        )
+        self.access_log = access_log or AccessLog()
         self.dataplane = DataPlane(self.registry)
         self.limits = DecodeLimits()
         self._staging = Path(tempfile.mkdtemp(prefix="marserve-models-"))
@@ -112,16 +120,46 @@ class Server:
             limits=self.limits,
         )
         management = management_routes(self.manager, self.auth)
+        metrics_at = self._metrics_at()
+        if metrics_at == "inference":
+            inference += metrics_routes(self.metrics)
+        elif metrics_at == "management":
+            management += metrics_routes(self.metrics)
         if settings.management_address == settings.inference_address:
-            url = self._serve_http(settings.inference_address, application(inference, management))
+            url = self._serve_http(
+                settings.inference_address, self._observed(application(inference, management))
+            )
             self.urls["inference"] = self.urls["management"] = url
         else:
             self.urls["inference"] = self._serve_http(
-                settings.inference_address, application(inference)
+                settings.inference_address, self._observed(application(inference))
             )
             self.urls["management"] = self._serve_http(
-                settings.management_address, application(management)
+                settings.management_address, self._observed(application(management))
             )
+        if metrics_at == "own":
+            self.urls["metrics"] = self._serve_http(
+                settings.metrics_address, metrics_app(self.metrics)
+            )
+        elif metrics_at is not None:
+            self.urls["metrics"] = self.urls[metrics_at]
+
+    def _metrics_at(self) -> str | None:
+        """Where ``/metrics`` is served: on its own address, on a listener it shares, or not."""
+        settings = self.settings
+        if not settings.enable_metrics_api:
+            return None
+        address = settings.metrics_address
+        if address.port != 0:  # port 0 means "any free port": never the same listener
+            if address == settings.inference_address:
+                return "inference"
+            if address == settings.management_address:
+                return "management"
+        return "own"
+
+    def _observed(self, app: Any) -> ObservedApp:
+        """An API app measured for metrics and the access log (scrapes are not counted)."""
+        return ObservedApp(app, self.metrics, self.access_log, skip=("/metrics",))
 
     async def _start_grpc(self) -> None:
         """gRPC listeners (v2 and TorchServe inference, TorchServe management)."""
@@ -188,9 +226,12 @@ async def run_server(
     env: Mapping[str, str],
     port_file: Path | None = None,
     key_file: Path | None = None,
+    access_log: AccessLog | None = None,
 ) -> None:
     """Start, serve until SIGTERM/SIGINT, drain and stop."""
-    server = Server(settings, env=env, port_file=port_file, key_file=key_file)
+    server = Server(
+        settings, env=env, port_file=port_file, key_file=key_file, access_log=access_log
+    )
     server.install_signal_handlers()
     try:
         await server.start()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import signal
 import subprocess
@@ -15,6 +14,7 @@ from typing import Any
 
 import click
 
+from marserve.access_log import AccessLog, configure_logging
 from marserve.errors import ConfigError
 
 DEFAULT_PID_FILE = Path(tempfile.gettempdir()) / ".marserve.pid"
@@ -105,6 +105,20 @@ def _daemonize(argv: list[str], pid_file: Path, log_file: Path) -> None:
     show_default=True,
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
 )
+@click.option(
+    "--log-format",
+    default="text",
+    show_default=True,
+    type=click.Choice(["text", "json"]),
+    help="json: every log line (server and access) as one JSON object on stdout.",
+)
+@click.option(
+    "--access-log",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "all", "off"]),
+    help="Access lines on stdout: auto writes at most 10 a second, all one per request.",
+)
 def serve(**options: Any) -> None:
     """Serve a model store over TorchServe's and KServe's APIs (torchserve --start)."""
     from marserve.settings import load_settings
@@ -113,9 +127,7 @@ def serve(**options: Any) -> None:
         argv = [a for a in sys.argv[2:] if a != "--start"]
         _daemonize(argv, options["pid_file"], options["log_file"])
         return
-    logging.basicConfig(
-        level=options["log_level"].upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(options["log_level"], options["log_format"])
     try:
         settings = load_settings(options["ts_config"], env=os.environ, cli=_cli_overrides(options))
     except (ConfigError, OSError) as exc:
@@ -123,16 +135,20 @@ def serve(**options: Any) -> None:
     pid_file: Path = options["pid_file"]
     pid_file.write_text(str(os.getpid()))
     try:
-        _run(settings, options["port_file"], options["key_file"])
+        _run(settings, options["port_file"], options["key_file"], AccessLog(options["access_log"]))
     finally:
         if pid_file.exists() and pid_file.read_text().strip() == str(os.getpid()):
             pid_file.unlink()
 
 
-def _run(settings: Any, port_file: Path | None, key_file: Path | None) -> None:
+def _run(
+    settings: Any, port_file: Path | None, key_file: Path | None, access_log: AccessLog
+) -> None:
     from marserve.server import run_server
 
-    main = run_server(settings, env=os.environ, port_file=port_file, key_file=key_file)
+    main = run_server(
+        settings, env=os.environ, port_file=port_file, key_file=key_file, access_log=access_log
+    )
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a core dependency on Linux/macOS

@@ -16,6 +16,8 @@ from marserve.status import code_for_http, status_of
 log = logging.getLogger("marserve.rest")
 
 _KSERVE_PREFIXES = ("/v1/", "/v2")
+# Where the error behind a response is left in the ASGI scope, for the metrics observer.
+ERROR_KEY = "marserve.error"
 
 _HTTP_MESSAGES = {
     404: "Requested resource is not found, please refer to API document.",
@@ -36,6 +38,7 @@ def error_response(
 
 async def on_marserve_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, MarserveError)
+    request.scope[ERROR_KEY] = exc
     return error_response(request.url.path, exc.http_status, exc.message, exc.headers)
 
 
