@@ -169,7 +169,7 @@ class Server:
         from marserve.grpc.server import GrpcListeners  # imports grpc: after prepare_runtime
 
         self.grpc = GrpcListeners(
-            self.settings, self.dataplane, self.manager, self.auth, self.limits
+            self.settings, self.dataplane, self.manager, self.auth, self.limits, self.metrics
         )
         self.urls.update(await self.grpc.start())
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as tc
 from google.protobuf import empty_pb2, json_format
+from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
@@ -262,3 +263,29 @@ def test_registration_is_off_unless_the_model_api_is_enabled(mnist_server: Runni
                 call(request)
             assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
             assert "enable_model_api" in caught.value.details()
+
+
+def grpc_requests(server: RunningServer, model: str, status: str) -> float:
+    text = server.client.get(server.urls["metrics"] + "/metrics").text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            wanted = {"protocol": "grpc", "model": model, "status": status}
+            if sample.name == "marserve_requests_total" and wanted.items() <= sample.labels.items():
+                return sample.value
+    return 0.0
+
+
+def test_grpc_requests_are_counted_in_metrics(
+    mnist_server: RunningServer, triton: tc.InferenceServerClient
+) -> None:
+    ok, missing = (
+        grpc_requests(mnist_server, "mnist", "200"),
+        grpc_requests(mnist_server, "", "404"),
+    )
+    tensor = tc.InferInput("input-0", [1, 28, 28], "FP32")
+    tensor.set_data_from_numpy(seed_tensor())
+    triton.infer("mnist", [tensor])
+    with pytest.raises(InferenceServerException):
+        triton.infer("nope", [tensor])
+    assert grpc_requests(mnist_server, "mnist", "200") == ok + 1
+    assert grpc_requests(mnist_server, "", "404") == missing + 1
