@@ -7,8 +7,9 @@ Policy (``marserve serve --access-log``):
   quiet spell says how many were skipped (``suppressed=N``).
 - ``all``: one line per request. ``off``: none.
 
-``--log-format json`` turns every log record (server, access) into one JSON object per line on
-stdout; ``text`` (default) keeps server logs on stderr and writes access lines as plain text.
+``--log-format json`` turns every log record (server, access, worker processes and their
+handlers) into one JSON object per line on stdout; ``text`` (default) keeps server and worker logs
+on stderr and writes access lines as plain text.
 Paths are cut to 200 characters and control characters escaped, so a request cannot forge log
 lines; a request id comes from a well-formed ``X-Request-Id`` header or is generated.
 """
@@ -16,6 +17,7 @@ lines; a request id comes from a well-formed ``X-Request-Id`` header or is gener
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import time
@@ -27,6 +29,7 @@ from typing import Any
 import orjson
 
 ACCESS_LOGGER = "marserve.access"
+LOG_FORMAT_ENV = "MARSERVE_LOG_FORMAT"  # set by the server so that its workers log alike
 POLICIES = ("off", "auto", "all")
 LOG_FORMATS = ("text", "json")
 DEFAULT_RATE = 10.0
@@ -139,6 +142,7 @@ class JsonFormatter(logging.Formatter):
             ),
             "level": record.levelname,
             "logger": record.name,
+            "pid": record.process,
         }
         access = getattr(record, "access", None)
         if isinstance(access, dict):
@@ -171,3 +175,22 @@ def configure_logging(level: str = "WARNING", log_format: str = "text") -> None:
     access.handlers[:] = [access_handler]
     access.setLevel(logging.INFO)
     access.propagate = False
+    os.environ[LOG_FORMAT_ENV] = log_format  # worker processes inherit it
+
+
+def configure_worker_logging(level: str, log_format: str | None) -> None:
+    """A worker's logging: JSON on stdout when its server logs JSON, else text on stderr."""
+    handler: logging.Handler
+    if log_format == "json":
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(
+            logging.Formatter(
+                f"%(asctime)s worker[{os.getpid()}] %(levelname)s %(name)s: %(message)s"
+            )
+        )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())

@@ -23,6 +23,7 @@ from tests.unit.metrics_fixtures import dashboard_metric_names
 
 PROBE = Path(__file__).resolve().parent / "metrics_probe"
 MODEL = "mprobe"
+ACCESS = "marserve.access"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
@@ -275,6 +276,14 @@ def test_access_log_lines_are_json_and_quiet_under_load(server: RunningServer) -
     skipped = sum(int(entry.get("suppressed", 0)) for entry in since)
     assert skipped == 100 - written
     assert "\n" not in str(since[-1]["path"]) and "\\x0a" in str(since[-1]["path"])
+
+
+def test_worker_logs_are_json_too(server: RunningServer) -> None:
+    lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    ready = [line for line in lines if line.get("message") == "probe handler ready"]
+    assert ready and ready[0]["logger"] == "mprobe" and ready[0]["level"] == "WARNING"
+    assert ready[0]["pid"] != server.pid  # written by the worker process
+    assert all(line["pid"] == server.pid for line in lines if line["logger"] == ACCESS)
 
 
 def free_port() -> int:

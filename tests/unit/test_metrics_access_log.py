@@ -6,16 +6,19 @@ import io
 import itertools
 import json
 import logging
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from marserve.access_log import (
     ACCESS_LOGGER,
+    LOG_FORMAT_ENV,
     AccessLog,
     JsonFormatter,
     clean,
     configure_logging,
+    configure_worker_logging,
     request_id_from,
 )
 
@@ -156,7 +159,9 @@ def test_configure_logging_json_sends_everything_to_stdout(
     out, err = io.StringIO(), io.StringIO()
     monkeypatch.setattr("sys.stdout", out)
     monkeypatch.setattr("sys.stderr", err)
+    monkeypatch.setenv(LOG_FORMAT_ENV, "")
     configure_logging("info", "json")
+    assert os.environ[LOG_FORMAT_ENV] == "json"  # for the worker processes started later
     logging.getLogger("marserve.test").info("server line")
     log = AccessLog("all")
     write(log)
@@ -172,6 +177,7 @@ def test_configure_logging_text_keeps_server_logs_on_stderr(
     out, err = io.StringIO(), io.StringIO()
     monkeypatch.setattr("sys.stdout", out)
     monkeypatch.setattr("sys.stderr", err)
+    monkeypatch.setenv(LOG_FORMAT_ENV, "")
     configure_logging("WARNING", "text")
     logging.getLogger("marserve.test").warning("server line")
     logging.getLogger("marserve.test").info("hidden")
@@ -180,3 +186,22 @@ def test_configure_logging_text_keeps_server_logs_on_stderr(
     assert "model=m" in out.getvalue() and "server line" not in out.getvalue()
     with pytest.raises(ValueError, match="text, json"):
         configure_logging("INFO", "xml")
+
+
+@pytest.mark.usefixtures("restore_logging")
+@pytest.mark.parametrize("log_format", ["json", "text", None])
+def test_workers_log_like_their_server(
+    monkeypatch: pytest.MonkeyPatch, log_format: str | None
+) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    monkeypatch.setattr("sys.stdout", out)
+    monkeypatch.setattr("sys.stderr", err)
+    configure_worker_logging("info", log_format)
+    logging.getLogger("handler").info("from the handler")
+    if log_format == "json":
+        doc = json.loads(out.getvalue())
+        assert doc["message"] == "from the handler" and doc["pid"] == os.getpid()
+        assert err.getvalue() == ""
+    else:
+        assert f"worker[{os.getpid()}] INFO handler: from the handler" in err.getvalue()
+        assert out.getvalue() == ""

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from marserve.access_log import LOG_FORMAT_ENV, configure_worker_logging
 from marserve.handlers.metrics import MetricsCache, batch_measurements
 from marserve.workers import wire
 from marserve.workers.messages import Batch, BatchResult, ItemResult, Loaded, LoadModel
@@ -210,9 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="marserve worker (started by the server)")
     parser.add_argument("--fd", type=int, required=True, help="inherited socket file descriptor")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=os.environ.get("MARSERVE_WORKER_LOG_LEVEL", "WARNING"),
-        format=f"%(asctime)s worker[{os.getpid()}] %(levelname)s %(name)s: %(message)s",
+    configure_worker_logging(
+        os.environ.get("MARSERVE_WORKER_LOG_LEVEL", "WARNING"), os.environ.get(LOG_FORMAT_ENV)
     )
     sock = socket.socket(fileno=args.fd)
     try:

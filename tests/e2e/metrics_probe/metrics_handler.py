@@ -1,5 +1,6 @@
 """A TorchServe-style handler that records custom metrics; each request chooses its behaviour."""
 
+import logging
 import os
 import time
 
@@ -12,6 +13,7 @@ class MetricsProbe:
     def initialize(self, context):
         self.context = context
         context.metrics.add_counter("ProbeInitialized", 1)  # outside a request: Level=Error
+        logging.getLogger("mprobe").warning("probe handler ready")
 
     def preprocess(self, data):
         rows = []
