@@ -12,6 +12,7 @@ import grpc
 import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from marserve.grpc.protos import management_pb2, management_pb2_grpc
 from tests.e2e.server import snapshot, start_server, write_config
 from tests.e2e.test_grpc_probe import build_probe_store, v2_answers, v2_request
 
@@ -79,3 +80,24 @@ def test_a_grpc_port_in_use_stops_the_server_with_a_clear_message(tmp_path: Path
         with pytest.raises(RuntimeError, match="did not start") as caught:
             start_server(tmp_path, tmp_path, config)
     assert f"cannot listen for gRPC on 127.0.0.1:{port}" in str(caught.value)
+
+
+def test_one_port_for_both_grpc_apis(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = write_config(tmp_path / "config.properties")
+    text = config.read_text().replace("grpc_inference_port=0", f"grpc_inference_port={port}")
+    config.write_text(text.replace("grpc_management_port=0", f"grpc_management_port={port}"))
+    store = tmp_path / "store"
+    store.mkdir()
+    server = start_server(tmp_path, store, config)
+    try:
+        assert server.grpc_target() == server.grpc_target("management") == f"127.0.0.1:{port}"
+        with grpc.insecure_channel(server.grpc_target()) as channel:
+            live = service_pb2_grpc.GRPCInferenceServiceStub(channel).ServerLive
+            assert live(service_pb2.ServerLiveRequest()).live
+            listing = management_pb2_grpc.ManagementAPIsServiceStub(channel).ListModels
+            assert listing(management_pb2.ListModelsRequest()).msg.startswith("{")
+    finally:
+        assert server.stop() == 0, server.log()
