@@ -118,3 +118,25 @@ def test_bad_config_value_fails_with_a_clear_message(tmp_path: Path, ts_mnist_st
     )
     assert result.returncode != 0
     assert "job_queue_size" in result.stderr and "ten" in result.stderr
+
+
+def test_a_port_in_use_is_a_clear_error(tmp_path: Path, ts_mnist_store: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_config(tmp_path / "config.properties")
+        text = config.read_text().replace(
+            "inference_address=http://127.0.0.1:0", f"inference_address=http://127.0.0.1:{port}"
+        )
+        config.write_text(text)
+        result = subprocess.run(
+            [sys.executable, "-m", "marserve", "serve", "--foreground", "--model-store",
+             str(ts_mnist_store), "--ts-config", str(config), "--pid-file",
+             str(tmp_path / "pid")],
+            capture_output=True, text=True, timeout=60,
+        )
+    assert result.returncode != 0
+    assert "cannot serve" in result.stderr and "Traceback" not in result.stderr

@@ -161,7 +161,8 @@ def test_binary_and_json_inputs_mix_in_order() -> None:
     assert a.data.tolist() == [1, -2] and a.data.dtype == np.int32 and a.data.flags.writeable
     assert j.data.tolist() == [5, 6]
     assert s.shape == (2,) and s.data.tolist() == [b"x", b""]
-    assert a.parameters == {}
+    assert a.parameters == {"binary_data_size": 8}  # kept: marks binary BYTES for handlers
+    assert j.parameters == {}
 
 
 def test_header_length_equal_to_body_means_no_binary_data() -> None:

@@ -136,6 +136,8 @@ def serve(**options: Any) -> None:
     pid_file.write_text(str(os.getpid()))
     try:
         _run(settings, options["port_file"], options["key_file"], AccessLog(options["access_log"]))
+    except OSError as exc:  # a port in use, an unwritable key file...
+        raise click.ClickException(f"cannot serve: {exc}") from exc
     finally:
         if pid_file.exists() and pid_file.read_text().strip() == str(os.getpid()):
             pid_file.unlink()

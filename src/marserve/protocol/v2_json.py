@@ -229,7 +229,10 @@ def _build_inputs(
                 datatype=spec.datatype,
                 shape=tuple(array.shape),
                 data=array,
-                parameters=spec.parameters,
+                # binary_data_size stays: the data plane hands binary BYTES to handlers as bytes
+                parameters=spec.parameters
+                if spec.binary_size is None
+                else {**spec.parameters, "binary_data_size": spec.binary_size},
             )
         )
     return tensors
