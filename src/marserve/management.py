@@ -30,7 +30,7 @@ from marserve.repository import ModelStore, model_name_from_archive
 from marserve.settings import ModelConfig, ServerSettings, load_model_yaml, model_config
 from marserve.sources import DownloadLimits, check_model_name, download, is_remote, local_archive
 from marserve.workers.messages import LoadModel
-from marserve.workers.pool import PoolConfig, WorkerPool
+from marserve.workers.pool import PoolConfig, WarmProcesses, WorkerPool
 
 log = logging.getLogger("marserve.management")
 
@@ -73,6 +73,7 @@ class ModelManager:
         self._worker_index = itertools.count()
         self._urls: dict[tuple[str, str], str] = {}
         self._lock = asyncio.Lock()
+        self.warm: WarmProcesses | None = None  # pre-started workers, for start-up only
         self._threads = self._torch_threads(self.auto_workers)  # refined at start-up
 
     # start-up ------------------------------------------------------------------------------
@@ -199,6 +200,7 @@ class ModelManager:
                 startup_timeout_s=float(config.startup_timeout_s),
             ),
             lambda: next(self._worker_index),
+            self.warm,
         )
         return ModelHandle(
             name=config.name,

@@ -29,6 +29,7 @@ from marserve.repository import ModelStore
 from marserve.rest.app import application, inference_routes, management_routes
 from marserve.rest.metrics import ObservedApp, metrics_app, metrics_routes
 from marserve.settings import Address, ServerSettings
+from marserve.workers.pool import WarmProcesses
 
 if TYPE_CHECKING:
     from marserve.grpc.server import GrpcListeners
@@ -107,6 +108,8 @@ class Server:
         self._listen()
         await self._start_grpc()
         await self.manager.load_startup_models()
+        if self.manager.warm is not None:
+            await self.manager.warm.close()  # pre-started workers that no model took
         self._write_port_file()
 
     def _listen(self) -> None:
@@ -227,11 +230,13 @@ async def run_server(
     port_file: Path | None = None,
     key_file: Path | None = None,
     access_log: AccessLog | None = None,
+    warm: WarmProcesses | None = None,
 ) -> None:
     """Start, serve until SIGTERM/SIGINT, drain and stop."""
     server = Server(
         settings, env=env, port_file=port_file, key_file=key_file, access_log=access_log
     )
+    server.manager.warm = warm
     server.install_signal_handlers()
     try:
         await server.start()

@@ -14,13 +14,14 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import unquote, urljoin, urlsplit
-
-import httpx
 
 from marserve.errors import Conflict, Forbidden, InvalidInput, MarserveError, PayloadTooLarge
 from marserve.repository import ARCHIVE_SUFFIXES, ModelStore
+
+if TYPE_CHECKING:
+    import httpx
 
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,254}")
 MAX_REDIRECTS = 5
@@ -85,6 +86,8 @@ async def download(
     url: str, store: ModelStore, allowed: tuple[str, ...], limits: DownloadLimits
 ) -> Path:
     """Fetch an allowed URL into the model store; refuses an existing file (409)."""
+    import httpx  # only registrations from URLs need it: kept off the server's start-up
+
     first = checked_url(url, allowed)
     if store.root is None:
         raise InvalidInput("No model store is configured to download into")

@@ -1,25 +1,43 @@
-"""The root ``marserve`` command group; each subcommand lives in its own module."""
+"""The root ``marserve`` command group; each subcommand lives in its own module.
+
+Subcommands are imported only when run, so ``marserve serve`` starts without loading the
+archiver's or the explain client's dependencies.
+"""
 
 from __future__ import annotations
+
+import importlib
 
 import click
 
 from marserve import __version__
-from marserve.cli.archive import archive
-from marserve.cli.explain import explain
-from marserve.cli.serve import serve, stop
+
+COMMANDS = {
+    "archive": "marserve.cli.archive:archive",
+    "explain": "marserve.cli.explain:explain",
+    "serve": "marserve.cli.serve:serve",
+    "stop": "marserve.cli.serve:stop",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, _, name = target.partition(":")
+        command = getattr(importlib.import_module(module), name)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="marserve")
 def cli() -> None:
     """marserve: serve TorchServe .mar archives over TorchServe and KServe APIs."""
-
-
-cli.add_command(archive)
-cli.add_command(explain)
-cli.add_command(serve)
-cli.add_command(stop)
 
 
 def main() -> None:

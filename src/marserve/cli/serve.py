@@ -9,13 +9,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from marserve.access_log import AccessLog, configure_logging
 from marserve.errors import ConfigError
+
+if TYPE_CHECKING:
+    from marserve.settings import ServerSettings
 
 DEFAULT_PID_FILE = Path(tempfile.gettempdir()) / ".marserve.pid"
 
@@ -121,21 +125,15 @@ def _daemonize(argv: list[str], pid_file: Path, log_file: Path) -> None:
 )
 def serve(**options: Any) -> None:
     """Serve a model store over TorchServe's and KServe's APIs (torchserve --start)."""
-    from marserve.settings import load_settings
-
     if not options["foreground"]:
         argv = [a for a in sys.argv[2:] if a != "--start"]
         _daemonize(argv, options["pid_file"], options["log_file"])
         return
     configure_logging(options["log_level"], options["log_format"])
-    try:
-        settings = load_settings(options["ts_config"], env=os.environ, cli=_cli_overrides(options))
-    except (ConfigError, OSError) as exc:
-        raise click.ClickException(str(exc)) from exc
     pid_file: Path = options["pid_file"]
     pid_file.write_text(str(os.getpid()))
     try:
-        _run(settings, options["port_file"], options["key_file"], AccessLog(options["access_log"]))
+        _run(_serve(options))
     except OSError as exc:  # a port in use, an unwritable key file...
         raise click.ClickException(f"cannot serve: {exc}") from exc
     finally:
@@ -143,14 +141,49 @@ def serve(**options: Any) -> None:
             pid_file.unlink()
 
 
-def _run(
-    settings: Any, port_file: Path | None, key_file: Path | None, access_log: AccessLog
-) -> None:
-    from marserve.server import run_server
+def _settings(options: dict[str, Any]) -> ServerSettings:
+    from marserve.settings import load_settings
 
-    main = run_server(
-        settings, env=os.environ, port_file=port_file, key_file=key_file, access_log=access_log
-    )
+    try:
+        return load_settings(options["ts_config"], env=os.environ, cli=_cli_overrides(options))
+    except (ConfigError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _startup_models(settings: ServerSettings) -> int:
+    """How many models start-up loads: one worker each is started before the front (a pool
+    starts its other workers once its first has loaded)."""
+    entries = [e for e in settings.load_models if e != "all"]
+    if "all" in settings.load_models and settings.model_store is not None:
+        entries += [p.name for p in settings.model_store.glob("*.mar")]
+    return min(len(settings.models) + len(entries), 4 * (os.cpu_count() or 1))
+
+
+async def _serve(options: dict[str, Any]) -> None:
+    """Pre-start a worker first thing (its ``import torch`` is most of a cold start and now
+    overlaps with everything below), then read the settings and build the server."""
+    from marserve.workers.pool import WarmProcesses
+
+    warm = WarmProcesses()
+    await warm.start(1)
+    try:
+        settings = _settings(options)
+        await warm.start(_startup_models(settings) - 1)
+        from marserve.server import run_server
+
+        await run_server(
+            settings,
+            env=os.environ,
+            port_file=options["port_file"],
+            key_file=options["key_file"],
+            access_log=AccessLog(options["access_log"]),
+            warm=warm,
+        )
+    finally:
+        await warm.close()
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a core dependency on Linux/macOS

@@ -188,7 +188,16 @@ def _metrics_config(message: LoadModel, model_dir: Path) -> str | None:
     return str(shipped) if shipped.is_file() else None
 
 
+def _preload() -> None:
+    """Import torch and the handler runtime before the model is known: a worker started early
+    (see ``WarmProcesses``) does this while the front is still starting."""
+    import torch  # noqa: F401
+
+    import marserve.handlers.base_handler  # noqa: F401
+
+
 def serve(sock: socket.socket) -> int:
+    _preload()
     message = wire.recv(sock)
     if not isinstance(message, LoadModel):
         return 2

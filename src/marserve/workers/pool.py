@@ -35,6 +35,56 @@ def backoff_delays() -> itertools.chain[float]:
     return itertools.chain(seq, itertools.repeat(BACKOFF_CAP_S))
 
 
+Spawned = tuple[asyncio.subprocess.Process, asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def spawn_process() -> Spawned:
+    """A fresh worker interpreter (spawn semantics) connected over an inherited socket pair."""
+    parent, child = socket.socketpair()
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "marserve.workers.child",
+            "--fd",
+            str(child.fileno()),
+            pass_fds=(child.fileno(),),
+            stdin=asyncio.subprocess.DEVNULL,
+        )
+    finally:
+        child.close()
+    reader, writer = await asyncio.open_connection(sock=parent)
+    return process, reader, writer
+
+
+class WarmProcesses:
+    """Worker processes started first thing, so that their ``import torch`` (the bulk of a cold
+    start) overlaps with the front's own start-up. Workers take them before spawning new ones."""
+
+    def __init__(self) -> None:
+        self._ready: list[Spawned] = []
+
+    async def start(self, count: int) -> None:
+        self._ready += await asyncio.gather(*(spawn_process() for _ in range(max(0, count))))
+
+    def take(self) -> Spawned | None:
+        while self._ready:
+            spawned = self._ready.pop()
+            if spawned[0].returncode is None:
+                return spawned
+        return None
+
+    async def close(self) -> None:
+        """Stop the ones nobody took."""
+        while self._ready:
+            process, _, writer = self._ready.pop()
+            writer.close()
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+
+
 class WorkerState(str, enum.Enum):
     STARTING = "STARTING"
     READY = "READY"
@@ -67,22 +117,10 @@ class Worker:
     def alive(self) -> bool:
         return self.state in (WorkerState.READY, WorkerState.BUSY)
 
-    async def start(self) -> None:
-        parent, child = socket.socketpair()
-        try:
-            self._process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "marserve.workers.child",
-                "--fd",
-                str(child.fileno()),
-                pass_fds=(child.fileno(),),
-                stdin=asyncio.subprocess.DEVNULL,
-            )
-        finally:
-            child.close()
+    async def start(self, spawned: Spawned | None = None) -> None:
+        """Use a warm process (or spawn one), send it the model, wait until it has loaded."""
+        self._process, self._reader, self._writer = spawned or await spawn_process()
         self.pid = self._process.pid
-        self._reader, self._writer = await asyncio.open_connection(sock=parent)
         await self._send(self.load)
         try:
             loaded = await asyncio.wait_for(self._receive(), self.startup_timeout_s)
@@ -160,6 +198,7 @@ class _Slot:
 
     worker: Worker | None = None
     retired: bool = False
+    warm: Spawned | None = None  # a pre-started process for this slot's first worker
 
 
 class WorkerPool:
@@ -175,10 +214,12 @@ class WorkerPool:
         load: LoadModel,
         config: PoolConfig,
         next_worker_index: Callable[[], int],
+        warm: WarmProcesses | None = None,
     ) -> None:
         self._load = load
         self.config = config
         self._next_index = next_worker_index
+        self._warm = warm
         self._idle: asyncio.Queue[Worker] = asyncio.Queue()
         self.workers: list[Worker] = []
         self._slots: list[_Slot] = []
@@ -189,6 +230,7 @@ class WorkerPool:
         self.pending: Callable[[], int] = lambda: 0  # set by the model handle (queued requests)
         self._scale_state = ScaleState(0)
         self._autoscaling = False
+        self._first_attempt = asyncio.Event()  # set once a worker has loaded or failed to
 
     @property
     def live_workers(self) -> int:
@@ -208,10 +250,26 @@ class WorkerPool:
         return self.live_workers > 0
 
     def start(self) -> None:
-        """Start ``min_workers`` workers in the background; ``ready`` turns true as they load."""
-        self._resize(max(1, self.config.min_workers))
-        self._scale_state = ScaleState(self.target)
+        """Start ``min_workers`` workers in the background; ``ready`` turns true as they load.
+
+        The first worker starts alone and the others once it has loaded (or failed): on a
+        small machine, workers importing torch side by side only slow each other down, so
+        this answers the first request sooner and reaches full strength about as fast.
+        """
+        target = max(1, self.config.min_workers)
+        self._resize(1)
+        if self._warm is not None:
+            self._slots[0].warm = self._warm.take()
+        self._scale_state = ScaleState(target)
+        if target > 1:
+            self._background(self._start_the_rest(target))
         self._start_autoscaler()
+
+    async def _start_the_rest(self, target: int) -> None:
+        await self._first_attempt.wait()
+        if not self._closed and self.target < target <= self.config.max_workers:
+            self._resize(max(target, self.config.min_workers))
+            self._scale_state = ScaleState(self.target)
 
     def _start_autoscaler(self) -> None:
         if self.config.max_workers > self.config.min_workers and not self._autoscaling:
@@ -298,11 +356,14 @@ class WorkerPool:
             slot.worker = worker
             self.workers.append(worker)
             try:
-                await worker.start()
+                warm, slot.warm = slot.warm, None
+                await worker.start(warm)
             except (WorkerLoadError, OSError) as exc:
+                self._first_attempt.set()
                 self.last_error = str(exc)
                 log.error("model %s: worker failed to start: %s", self._load.model_name, exc)
             else:
+                self._first_attempt.set()
                 self.last_error = None
                 if slot.retired:
                     await worker.stop()
