@@ -98,11 +98,22 @@ def decode_prediction_body(
     inputs: dict[str, Any] = {name: value.encode("utf-8") for name, value in query}
     if mime == "multipart/form-data":
         inputs.update(_decode_multipart(body, params.get("boundary"), limits))
-    elif mime == "application/x-www-form-urlencoded":
+    elif mime == "application/x-www-form-urlencoded" and _is_utf8(body):
         inputs.update(_decode_urlencoded(body, limits))
+    elif mime == "application/x-www-form-urlencoded":
+        # `curl --data-binary @image.png` labels binary data as a form: it is the raw body
+        inputs["body"] = body
     else:
         inputs["body"] = decode_value(body, content_type, limits=limits)
     return inputs
+
+
+def _is_utf8(body: bytes) -> bool:
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _decode_urlencoded(body: bytes, limits: DecodeLimits) -> dict[str, bytes]:
