@@ -21,12 +21,13 @@ import os
 import re
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
 import orjson
+
+from marserve.ids import new_request_id
 
 ACCESS_LOGGER = "marserve.access"
 LOG_FORMAT_ENV = "MARSERVE_LOG_FORMAT"  # set by the server so that its workers log alike
@@ -51,7 +52,7 @@ def request_id_from(header: str | None) -> str:
     """The client's ``X-Request-Id`` when it is a plain token, else a new one."""
     if header and _REQUEST_ID.match(header):
         return header
-    return uuid.uuid4().hex
+    return new_request_id()
 
 
 class AccessLog:

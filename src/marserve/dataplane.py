@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -12,6 +11,7 @@ import orjson
 
 from marserve import __version__
 from marserve.errors import MarserveError, ServiceUnavailable, from_http_status
+from marserve.ids import new_request_id
 from marserve.registry import Job, ModelHandle, ModelRegistry
 from marserve.types import InferRequest, InferResponse, Tensor
 from marserve.workers.messages import ItemResult
@@ -20,10 +20,6 @@ SERVER_NAME = "marserve"
 PREDICT_OUTPUT = "predict"
 EXPLAIN_OUTPUT = "explain"
 DELTA_OUTPUT = "convergence_delta"
-
-
-def new_request_id() -> str:
-    return str(uuid.uuid4())
 
 
 class DataPlane:

@@ -180,6 +180,7 @@ class Server:
         sock = bind(address)
         config = uvicorn.Config(
             app,
+            proxy_headers=False,  # client addresses are only logged; one ASGI layer less
             log_level="warning",
             access_log=False,
             lifespan="off",

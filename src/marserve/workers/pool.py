@@ -10,12 +10,13 @@ import logging
 import socket
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
-from marserve.errors import InternalError, RequestTimeout
+from marserve.errors import InternalError, RequestTimeout, ServiceUnavailable
 from marserve.workers import wire
 from marserve.workers.messages import Batch, BatchResult, Loaded, LoadModel
 from marserve.workers.scaling import Load, ScalePolicy, ScaleState, decide
@@ -97,33 +98,59 @@ class WorkerLoadError(RuntimeError):
     """A worker could not load its model (the message comes from the worker)."""
 
 
-class Worker:
-    """One worker process and the socket to it. At most one batch is in flight at a time."""
+@dataclass(slots=True)
+class _InFlight:
+    batch_id: int
+    future: asyncio.Future[BatchResult]
+    timeout_s: float
 
-    def __init__(self, load: LoadModel, startup_timeout_s: float) -> None:
+
+class Worker:
+    """One worker process and the socket to it.
+
+    Up to ``depth`` batches are in flight: the worker runs them one after another, but the
+    next one already waits in its socket when the current one ends, so it never idles while
+    the front is busy. ``responseTimeout`` counts from the moment a batch is at the head.
+    """
+
+    def __init__(self, load: LoadModel, startup_timeout_s: float, depth: int = 1) -> None:
         self.load = load
         self.startup_timeout_s = startup_timeout_s
+        self.depth = depth
         self.state = WorkerState.STARTING
         self.pid: int | None = None
         self.device = ""
         self.started_at = time.monotonic()
         self.load_seconds: float | None = None  # how long loading the model took
         self.started_iso = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        self.reserved = 0  # acquired for a batch that is not sent yet
+        self.on_free: Callable[[], None] = lambda: None  # the pool's "capacity freed" signal
+        self._pending: deque[_InFlight] = deque()
+        self._timer: asyncio.TimerHandle | None = None
         self._process: asyncio.subprocess.Process | None = None
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._read_task: asyncio.Task[None] | None = None
 
     @property
     def alive(self) -> bool:
         return self.state in (WorkerState.READY, WorkerState.BUSY)
 
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending) + self.reserved
+
+    @property
+    def has_room(self) -> bool:
+        return self.alive and self.in_flight < self.depth
+
     async def start(self, spawned: Spawned | None = None) -> None:
         """Use a warm process (or spawn one), send it the model, wait until it has loaded."""
         self._process, self._reader, self._writer = spawned or await spawn_process()
         self.pid = self._process.pid
-        await self._send(self.load)
+        self._writer.write(wire.encode(self.load))
         try:
-            loaded = await asyncio.wait_for(self._receive(), self.startup_timeout_s)
+            loaded = await asyncio.wait_for(wire.read_message(self._reader), self.startup_timeout_s)
         except (TimeoutError, wire.ConnectionClosed) as exc:
             await self.kill()
             raise WorkerLoadError(f"worker did not load the model: {exc!r}") from exc
@@ -133,35 +160,73 @@ class Worker:
         self.device = loaded.device
         self.load_seconds = time.monotonic() - self.started_at
         self.state = WorkerState.READY
-
-    async def _send(self, message: object) -> None:
-        assert self._writer is not None
-        self._writer.write(wire.encode(message))
-        await self._writer.drain()
-
-    async def _receive(self) -> object:
-        assert self._reader is not None
-        return await wire.read_message(self._reader)
+        self._read_task = asyncio.get_running_loop().create_task(self._read_results())
 
     async def run(self, batch: Batch, timeout_s: float) -> BatchResult:
-        """Send a batch and wait for its result. Timeout or death leave the worker DEAD."""
+        """Send a batch (after ``acquire``) and wait for its result."""
+        self.reserved = max(0, self.reserved - 1)
+        if not self.alive or self._writer is None:
+            raise InternalError("The worker process died before it got the request")
+        future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
+        self._pending.append(_InFlight(batch.batch_id, future, timeout_s))
+        if len(self._pending) == 1:
+            self._arm(timeout_s)
         self.state = WorkerState.BUSY
+        self._writer.write(wire.encode(batch))
+        return await future
+
+    def _arm(self, timeout_s: float) -> None:
+        self._timer = asyncio.get_running_loop().call_later(timeout_s, self._timed_out, timeout_s)
+
+    def _timed_out(self, timeout_s: float) -> None:
+        head = self._pending.popleft()
+        if not head.future.done():
+            head.future.set_exception(
+                RequestTimeout(f"Timed out after {timeout_s:g}s waiting for the model's response")
+            )
+        self._fail_pending(
+            ServiceUnavailable(
+                "The worker was replaced after another request timed out; retry",
+                headers={"Retry-After": "1"},
+            )
+        )
+        asyncio.get_running_loop().create_task(self.kill())
+
+    def _fail_pending(self, error: Exception) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._pending:
+            entry = self._pending.popleft()
+            if not entry.future.done():
+                entry.future.set_exception(error)
+
+    async def _read_results(self) -> None:
+        assert self._reader is not None
         try:
-            await self._send(batch)
-            result = await asyncio.wait_for(self._receive(), timeout_s)
-        except TimeoutError:
+            while True:
+                message = await wire.read_message(self._reader)
+                if not self._pending:
+                    raise wire.ConnectionClosed("an answer nobody asked for")
+                entry = self._pending.popleft()
+                if self._timer is not None:
+                    self._timer.cancel()
+                    self._timer = None
+                if self._pending:
+                    self._arm(self._pending[0].timeout_s)
+                elif self.state is WorkerState.BUSY:
+                    self.state = WorkerState.READY
+                if not isinstance(message, BatchResult) or message.batch_id != entry.batch_id:
+                    entry.future.set_exception(
+                        InternalError("The worker sent an unexpected answer")
+                    )
+                    raise wire.ConnectionClosed("out of step")
+                if not entry.future.done():
+                    entry.future.set_result(message)
+                self.on_free()
+        except (wire.ConnectionClosed, ConnectionError):
+            self._fail_pending(InternalError("The worker process died while handling the request"))
             await self.kill()
-            raise RequestTimeout(
-                f"Timed out after {timeout_s:g}s waiting for the model's response"
-            ) from None
-        except (wire.ConnectionClosed, ConnectionError, BrokenPipeError):
-            await self.kill()
-            raise InternalError("The worker process died while handling the request") from None
-        if not isinstance(result, BatchResult) or result.batch_id != batch.batch_id:
-            await self.kill()
-            raise InternalError("The worker sent an unexpected answer")
-        self.state = WorkerState.READY
-        return result
 
     async def wait(self) -> int:
         assert self._process is not None
@@ -175,6 +240,7 @@ class Worker:
     async def kill(self) -> None:
         if self.state is not WorkerState.STOPPED:
             self.state = WorkerState.DEAD
+        self._fail_pending(InternalError("The worker process died while handling the request"))
         if self._writer is not None:
             self._writer.close()
         if self._process is not None and self._process.returncode is None:
@@ -220,7 +286,10 @@ class WorkerPool:
         self.config = config
         self._next_index = next_worker_index
         self._warm = warm
-        self._idle: asyncio.Queue[Worker] = asyncio.Queue()
+        self._capacity = asyncio.Event()  # set when a worker may take another batch
+        # a worker gets its next request while it runs the current one (batch size 1); batched
+        # models keep one batch per worker so that their batches grow while it is busy
+        self._depth = 2 if load.batch_size == 1 else 1
         self.workers: list[Worker] = []
         self._slots: list[_Slot] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -301,9 +370,9 @@ class WorkerPool:
         slot.retired = True
         self._slots.remove(slot)
         worker = slot.worker
-        if worker is not None and worker.state is not WorkerState.BUSY:
+        if worker is not None and worker.in_flight == 0:
             self._background(worker.stop())
-        # a busy worker is stopped by ``run`` once its batch is answered
+        # a busy worker is stopped by ``run`` once its batches are answered
 
     async def scale(self, min_workers: int, max_workers: int) -> None:
         """New bounds from the management API; the pool moves inside them at once."""
@@ -351,8 +420,11 @@ class WorkerPool:
         delays = backoff_delays()
         while not self._closed and not slot.retired:
             worker = Worker(
-                replace(self._load, worker_index=self._next_index()), self.config.startup_timeout_s
+                replace(self._load, worker_index=self._next_index()),
+                self.config.startup_timeout_s,
+                self._depth,
             )
+            worker.on_free = self._capacity.set
             slot.worker = worker
             self.workers.append(worker)
             try:
@@ -368,7 +440,7 @@ class WorkerPool:
                 if slot.retired:
                     await worker.stop()
                 else:
-                    self._idle.put_nowait(worker)
+                    self._capacity.set()
                 code = await worker.wait()
                 if not self._closed and not slot.retired:
                     log.warning(
@@ -389,22 +461,25 @@ class WorkerPool:
             await asyncio.sleep(next(delays))
 
     async def acquire(self) -> Worker:
-        """Wait for an idle live worker."""
+        """Reserve room on the least busy live worker, waiting until there is some."""
         while True:
-            worker = await self._idle.get()
-            if worker.state is WorkerState.READY:
+            current = {id(slot.worker) for slot in self._slots}
+            candidates = [w for w in self.workers if w.has_room and id(w) in current]
+            if candidates:
+                worker = min(candidates, key=lambda w: w.in_flight)
+                worker.reserved += 1
                 return worker
+            self._capacity.clear()
+            await self._capacity.wait()
 
     async def run(self, worker: Worker, batch: Batch) -> BatchResult:
-        """Run a batch on an acquired worker and give the worker back when it survives."""
+        """Run a batch on an acquired worker; stop the worker after it if it was retired."""
         try:
             return await worker.run(batch, self.config.response_timeout_s)
         finally:
-            if worker.state is WorkerState.READY and not self._closed:
-                if any(slot.worker is worker for slot in self._slots):
-                    self._idle.put_nowait(worker)
-                else:  # its slot was retired while it ran
-                    await worker.stop()
+            retired = not any(slot.worker is worker for slot in self._slots)
+            if retired and worker.alive and worker.in_flight == 0 and not self._closed:
+                await worker.stop()
 
     def describe(self) -> list[dict[str, Any]]:
         """TorchServe's per-worker description."""
