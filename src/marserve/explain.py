@@ -206,11 +206,15 @@ def integrated_gradients(
     """
     explainer = integrated_gradients_class()(forward)
     rows = internal_batch_size if internal_batch_size is not None else n_steps
+    count = int(inputs.shape[0])
+    # When every scaled input fits in one pass, let Captum take its direct path: its
+    # internal batching costs about 4 ms on one MNIST image even when it splits nothing.
+    chunk = None if count * n_steps <= rows else max(rows, count)
     result = explainer.attribute(
         inputs,
         target=target,
         n_steps=n_steps,
-        internal_batch_size=max(rows, int(inputs.shape[0])),
+        internal_batch_size=chunk,
         return_convergence_delta=return_delta,
     )
     if return_delta:
