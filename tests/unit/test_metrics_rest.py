@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -209,7 +210,9 @@ def test_access_lines_name_the_request(metrics: ServerMetrics) -> None:
     assert first["client"].startswith("127.0.0.1:")
     assert "\n" not in lines.records[1].getMessage()
     assert second["path"] == "/predictions/mnist\\x0aforged"
-    assert second["model"] == "-" and len(second["request_id"]) == 32  # generated
+    assert second["model"] == "-"
+    assert second["request_id"] not in ("bad id\n", "abc-1")  # generated: <run>-<sequence>
+    assert re.fullmatch(r"[0-9a-f]{16}-[0-9a-f]{12}", second["request_id"])
 
 
 def test_access_log_off_writes_nothing(metrics: ServerMetrics) -> None:

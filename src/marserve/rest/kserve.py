@@ -18,7 +18,7 @@ from marserve.rest.body import read_body
 from marserve.types import InferRequest
 
 _JSON = "application/json"
-_V1_VERBS = {"predict": "predict", "explain": "explain"}
+_V1_VERBS = frozenset({"predict", "explain"})
 
 
 def _json(obj: object, status: int = 200) -> Response:
