@@ -71,10 +71,6 @@ class UnsupportedMediaType(MarserveError):
     code = ErrorCode.UNSUPPORTED_MEDIA_TYPE
 
 
-class NotImplementedByModel(MarserveError):
-    code = ErrorCode.NOT_IMPLEMENTED
-
-
 class ServiceUnavailable(MarserveError):
     code = ErrorCode.SERVICE_UNAVAILABLE
 

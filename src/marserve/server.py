@@ -210,9 +210,6 @@ class Server:
     async def wait(self) -> None:
         await self._stopped.wait()
 
-    def request_stop(self) -> None:
-        self._stopped.set()
-
     async def stop(self) -> None:
         """Drain: readiness turns 503, listeners stop, in-flight requests finish, workers exit."""
         self.dataplane.draining = True

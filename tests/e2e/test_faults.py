@@ -186,3 +186,31 @@ def test_sigterm_drains_in_flight_requests(tmp_path: Path, probe_store: Path) ->
         assert in_flight.result().status_code == 200
     assert server.process.wait(30) == 0
     assert server.stop() == 0
+
+
+def test_the_handler_sees_the_request_id_the_access_log_writes(probe: RunningServer) -> None:
+    reply = post(probe, {}, headers={"x-request-id": "trace-42"})
+    assert reply.json()["request_id"] == "trace-42"
+    generated = post(probe, {}).json()["request_id"]
+    assert generated and generated != "trace-42"
+
+
+@pytest.mark.parametrize(("binary", "kind"), [(False, "str"), (True, "bytes")])
+def test_bytes_elements_reach_handlers_as_text_or_bytes(
+    probe: RunningServer, binary: bool, kind: str
+) -> None:
+    """JSON BYTES are text to the handler (as TorchServe's envelope); binary ones stay bytes."""
+    import json
+
+    import numpy as np
+    import tritonclient.http as triton
+
+    infer_input = triton.InferInput("input-0", [1], "BYTES")
+    infer_input.set_data_from_numpy(np.array([b"aGVsbG8="], dtype=object), binary_data=binary)
+    client = triton.InferenceServerClient(probe.url.removeprefix("http://"))
+    try:
+        result = client.infer("probe", [infer_input])
+    finally:
+        client.close()
+    [answer] = result.as_numpy("predict").tolist()
+    assert json.loads(answer)["kind"] == kind

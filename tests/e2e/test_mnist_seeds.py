@@ -189,17 +189,3 @@ def test_concurrent_clients_all_get_their_own_answer(mnist_server: RunningServer
 
     with ThreadPoolExecutor(8) as pool:
         assert list(pool.map(predict, digits)) == digits
-
-
-def test_binary_bytes_elements_reach_handlers_as_bytes(mnist_server: RunningServer) -> None:
-    # base64 text sent as a *binary* BYTES element is raw bytes to the handler; the MNIST
-    # handler still accepts it (it tries base64 on non-image bytes), so the answer is a digit.
-    infer_input = triton.InferInput("input-0", [1], "BYTES")
-    encoded = base64.b64encode(png(2))
-    infer_input.set_data_from_numpy(np.array([encoded], dtype=object), binary_data=True)
-    client = _triton(mnist_server)
-    try:
-        result = client.infer("mnist", [infer_input])
-    finally:
-        client.close()
-    assert result.as_numpy("predict").tolist() == [2]

@@ -18,6 +18,7 @@ log = logging.getLogger("marserve.rest")
 _KSERVE_PREFIXES = ("/v1/", "/v2")
 # Where the error behind a response is left in the ASGI scope, for the metrics observer.
 ERROR_KEY = "marserve.error"
+REQUEST_ID_KEY = "marserve.request_id"  # one id per HTTP request: access log and handler
 
 _HTTP_MESSAGES = {
     404: "Requested resource is not found, please refer to API document.",

@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from marserve.access_log import AccessLog, request_id_from
 from marserve.metrics import ServerMetrics, rejection_reason
-from marserve.rest.errors import ERROR_KEY, EXCEPTION_HANDLERS
+from marserve.rest.errors import ERROR_KEY, EXCEPTION_HANDLERS, REQUEST_ID_KEY
 
 CLIENT_CLOSED = 499  # no response was sent: the client went away first (nginx's code)
 MAX_NAME_FILTERS = 200
@@ -87,6 +87,7 @@ class ObservedApp:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
+        scope[REQUEST_ID_KEY] = request_id_from(_header(scope, b"x-request-id"))
         status = 0
         done = False
 
@@ -139,5 +140,5 @@ class ObservedApp:
                 model=model,
                 version=version,
                 protocol=protocol,
-                request_id=request_id_from(_header(scope, b"x-request-id")),
+                request_id=scope[REQUEST_ID_KEY],
             )

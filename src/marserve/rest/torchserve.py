@@ -12,6 +12,7 @@ from marserve.dataplane import DataPlane
 from marserve.protocol.limits import DecodeLimits
 from marserve.protocol.torchserve import decode_prediction_body, encode_prediction_result
 from marserve.rest.body import read_body
+from marserve.rest.errors import REQUEST_ID_KEY
 from marserve.rest.openapi import openapi_response
 
 _HEALTHY = b'{"status": "Healthy"}'
@@ -41,7 +42,12 @@ class TorchServeRoutes:
         content_type = request.headers.get("content-type")
         data = decode_prediction_body(body, content_type, limits=self.limits, query=query)
         result = await self.dataplane.predict_one(
-            params["model"], params.get("version"), data, request.headers, verb=verb
+            params["model"],
+            params.get("version"),
+            data,
+            request.headers,
+            verb=verb,
+            request_id=request.scope.get(REQUEST_ID_KEY),  # the access log's id too
         )
         if png:
             picture = await run_in_threadpool(explain.heatmap_png, [result.value], [data])

@@ -32,6 +32,8 @@ def handle(data, context):
                 "pid": os.getpid(),
                 "header": context.get_request_header(index, "x-probe"),
                 "echo": command.get("echo"),
+                "kind": type(row.get("data", row.get("body"))).__name__,
+                "request_id": context.get_request_id(index),
             }
         )
     return results
