@@ -219,6 +219,32 @@ def test_concurrent_explanations_each_get_their_own(
         assert_same(result, reference.attributions(normalised(png(digit)))[0])
 
 
+# worker memory -------------------------------------------------------------------------------
+def minor_faults(pids: list[int]) -> int:
+    """Minor page faults so far of these processes (field 10 of /proc/<pid>/stat)."""
+    total = 0
+    for pid in pids:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        total += int(stat.rsplit(")", 1)[1].split()[7])
+    return total
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and glibc malloc")
+def test_workers_reuse_their_memory_from_one_explanation_to_the_next(
+    server: RunningServer,
+) -> None:
+    """One explanation's activations are freed and needed again by the next: a worker keeps
+    them (see marserve.workers.tuning) instead of faulting in about 5,000 fresh pages each time."""
+    request = ("/explanations/mnist?n_steps=50", png(2))
+    for _ in range(3):  # every worker has seen these shapes once
+        assert server.client.post(request[0], content=request[1]).status_code == 200
+    workers = server.worker_pids()
+    before = minor_faults(workers)
+    for _ in range(5):
+        assert server.client.post(request[0], content=request[1]).status_code == 200
+    assert minor_faults(workers) - before < 5 * 1_000
+
+
 # pictures -----------------------------------------------------------------------------------
 def test_pictures_on_every_explain_endpoint(server: RunningServer) -> None:
     v1 = server.client.post(

@@ -133,10 +133,22 @@ def test_a_port_in_use_is_a_clear_error(tmp_path: Path, ts_mnist_store: Path) ->
         )
         config.write_text(text)
         result = subprocess.run(
-            [sys.executable, "-m", "marserve", "serve", "--foreground", "--model-store",
-             str(ts_mnist_store), "--ts-config", str(config), "--pid-file",
-             str(tmp_path / "pid")],
-            capture_output=True, text=True, timeout=60,
+            [
+                sys.executable,
+                "-m",
+                "marserve",
+                "serve",
+                "--foreground",
+                "--model-store",
+                str(ts_mnist_store),
+                "--ts-config",
+                str(config),
+                "--pid-file",
+                str(tmp_path / "pid"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
     assert result.returncode != 0
     assert "cannot serve" in result.stderr and "Traceback" not in result.stderr

@@ -25,6 +25,7 @@ def test_the_real_torch_model_archiver_is_installed() -> None:
     """The golden tests need it (the test extra pins 0.12.0): missing is a failure, not a skip."""
     assert tma_executable() is not None
 
+
 SUFFIX = {"default": ".mar", "zip-store": ".mar", "tgz": ".tar.gz", "no-archive": ""}
 EXTRAS = ["--extra-files", "extra,index_to_name.json", "-r", "requirements.txt"]
 CASES = [

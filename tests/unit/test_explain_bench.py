@@ -37,24 +37,55 @@ def test_the_client_sends_without_waiting_for_acks() -> None:
 
 def test_rows_and_checks_judge_the_median_of_paired_ratios() -> None:
     # the second trio was disturbed for every side: pairing cancels it
-    times = {
-        "explain-captum": [30.0, 90.0, 30.0],
-        "explain-ts": [31.5, 99.0, 32.0],
-        "explain-v1": [36.0, 95.0, 34.0],
+    runs = {
+        "plain": {
+            "explain-captum": [30.0, 90.0, 30.0],
+            "explain-ts": [31.5, 99.0, 32.0],
+            "explain-v1": [36.0, 95.0, 34.0],
+        },
+        "worker-malloc": {
+            "explain-captum-malloc": [28.0, 28.0, 29.0],
+            "explain-ts": [30.8, 30.0, 31.0],
+            "explain-v1": [30.0, 30.8, 33.0],
+        },
     }
-    rows = explain_bench.rows_from(times, threads=2)
-    assert [row.row for row in rows] == ["explain-captum", "explain-ts", "explain-v1"]
-    assert rows[0].config == "ceiling" and rows[1].config == rows[2].config == "marserve"
-    assert rows[1].p50_ms == 32.0 and rows[1].detail["paired_ratio_median"] == 1.0667
+    rows = explain_bench.rows_from(runs, threads=2)
+    assert [row.row for row in rows] == [
+        "explain-captum",
+        "explain-captum-malloc",
+        "explain-ts",
+        "explain-v1",
+    ]
+    assert rows[0].config == rows[1].config == "ceiling"
+    assert rows[2].config == rows[3].config == "marserve"
+    ts_row = rows[2]
+    assert ts_row.p50_ms == 31.25 and ts_row.detail["latency"]["count"] == 6  # both runs' calls
+    assert ts_row.detail["paired_ratio_median"] == 1.0667  # against plain Captum only
+    assert ts_row.detail["paired_ratio_median_vs_malloc"] == 1.0714
     ts, v1 = explain_bench.checks(rows)
     assert ts.met is True and ts.evidence.startswith("1.067x, median of 3 interleaved pairs")
+    assert "1.071x Captum with the worker's malloc settings" in ts.evidence
     assert v1.met is False and v1.evidence.startswith("1.133x")
 
 
+def test_without_the_malloc_baseline_only_the_plain_ratio_is_reported() -> None:
+    times = {side: [30.0] for side in ("explain-captum", *explain_bench.SERVED)}
+    rows = explain_bench.rows_from({"plain": times}, threads=2)
+    assert [row.row for row in rows] == ["explain-captum", "explain-ts", "explain-v1"]
+    ts, _ = explain_bench.checks(rows)
+    assert ts.met is True and "malloc" not in ts.evidence
+
+
 def test_without_a_baseline_the_check_is_not_judged() -> None:
-    rows = explain_bench.rows_from({side: [30.0] for side in explain_bench.SIDES}, threads=2)
+    times = {side: [30.0] for side in ("explain-captum", *explain_bench.SERVED)}
+    rows = explain_bench.rows_from({"plain": times}, threads=2)
     [check, _] = explain_bench.checks(rows[1:])
     assert check.met is None and check.evidence == "row missing"
+
+
+def test_the_pause_outlasts_libgomp_idle_spin() -> None:
+    # an OpenMP thread spins about 10 ms after a parallel region: the next side must not pay it
+    assert explain_bench.PAUSE_S >= 0.02
 
 
 def test_explain_is_a_bench_section() -> None:

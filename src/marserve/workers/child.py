@@ -20,7 +20,7 @@ from typing import Any
 
 from marserve.access_log import LOG_FORMAT_ENV, configure_worker_logging
 from marserve.handlers.metrics import MetricsCache, batch_measurements
-from marserve.workers import wire
+from marserve.workers import tuning, wire
 from marserve.workers.messages import Batch, BatchResult, ItemResult, Loaded, LoadModel
 
 log = logging.getLogger("marserve.worker")
@@ -220,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="marserve worker (started by the server)")
     parser.add_argument("--fd", type=int, required=True, help="inherited socket file descriptor")
     args = parser.parse_args(argv)
+    tuning.keep_freed_memory(os.environ)
     configure_worker_logging(
         os.environ.get("MARSERVE_WORKER_LOG_LEVEL", "WARNING"), os.environ.get(LOG_FORMAT_ENV)
     )
