@@ -64,8 +64,8 @@ Request = tuple[str, bytes, dict[str, str]]  # path, body, headers
 
 @dataclass(frozen=True, slots=True)
 class ExplainPlan:
-    rounds: int = 3  # child runs, each a fresh process
-    requests: int = 40  # timed trios per round
+    rounds: int = 5  # each runs one fresh client process per baseline
+    requests: int = 30  # timed trios per client process
     warmup: int = 5
 
 
@@ -280,8 +280,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--example-dir", type=Path, required=True)
     parser.add_argument("--url", required=True, help="a running marserve serving mnist")
-    parser.add_argument("--requests", type=int, default=ExplainPlan.requests)
-    parser.add_argument("--warmup", type=int, default=ExplainPlan.warmup)
+    parser.add_argument("--requests", type=int, default=ExplainPlan().requests)
+    parser.add_argument("--warmup", type=int, default=ExplainPlan().warmup)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--baseline", choices=sorted(BASELINES), default="plain")
     args = parser.parse_args()

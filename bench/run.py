@@ -56,8 +56,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--extra-concurrency", type=int, default=8, help="level of v1/v2 rows")
     p.add_argument("--thread-compare-concurrency", type=int, default=32)
     p.add_argument("--ceiling-seconds", type=float, default=5.0)
-    p.add_argument("--explain-rounds", type=int, default=3, help="explain: rounds (0: none)")
-    p.add_argument("--explain-requests", type=int, default=40, help="explain: trios per round")
+    p.add_argument(
+        "--explain-rounds",
+        type=int,
+        default=explain_bench.ExplainPlan().rounds,
+        help="explain: rounds (0: none)",
+    )
+    p.add_argument(
+        "--explain-requests",
+        type=int,
+        default=explain_bench.ExplainPlan().requests,
+        help="explain: trios per round",
+    )
     p.add_argument("--example-dir", type=Path, default=REPO / "examples" / "mnist")
     p.add_argument("--wait-example", type=float, default=120.0, help="seconds to wait for it")
     p.add_argument("--ready-timeout", type=float, default=120.0, help="seconds to first answer")

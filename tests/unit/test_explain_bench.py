@@ -92,4 +92,4 @@ def test_explain_is_a_bench_section() -> None:
     args = parse_args(["--servers", "explain", "--explain-rounds", "2", "--explain-requests", "9"])
     assert args.servers == ("explain",)
     assert (args.explain_rounds, args.explain_requests) == (2, 9)
-    assert parse_args([]).explain_rounds == 3
+    assert parse_args([]).explain_rounds == explain_bench.ExplainPlan().rounds == 5
