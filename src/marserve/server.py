@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
+from starlette.middleware.cors import CORSMiddleware
 
 from marserve import __version__
 from marserve.access_log import AccessLog
@@ -28,6 +29,7 @@ from marserve.registry import ModelRegistry
 from marserve.repository import ModelStore
 from marserve.rest.app import application, inference_routes, management_routes
 from marserve.rest.metrics import ObservedApp, metrics_app, metrics_routes
+from marserve.rest.origin import BrowserGuard, BrowserPolicy
 from marserve.settings import Address, ServerSettings
 from marserve.workers.pool import WarmProcesses
 
@@ -35,6 +37,9 @@ if TYPE_CHECKING:
     from marserve.grpc.server import GrpcListeners
 
 log = logging.getLogger("marserve.server")
+
+# The methods the APIs use, allowed cross-origin when cors_allowed_methods is not set.
+CORS_DEFAULT_METHODS = ("GET", "POST", "PUT", "DELETE", "OPTIONS")
 
 
 class _Uvicorn(uvicorn.Server):
@@ -87,6 +92,9 @@ class Server:
         self._staging = Path(tempfile.mkdtemp(prefix="marserve-models-"))
         self.manager = ModelManager(settings, self.store, self.registry, self._staging, self.env)
         self.auth = self._authority(key_file)
+        self._browser_policy = BrowserPolicy.of(
+            settings.allowed_hosts, settings.cors_allowed_origin
+        )
         self.grpc: GrpcListeners | None = None
         self._servers: list[_Uvicorn] = []
         self._serving: list[asyncio.Task[None]] = []
@@ -142,7 +150,7 @@ class Server:
             )
         if metrics_at == "own":
             self.urls["metrics"] = self._serve_http(
-                settings.metrics_address, metrics_app(self.metrics)
+                settings.metrics_address, self._browser_safe(metrics_app(self.metrics))
             )
         elif metrics_at is not None:
             self.urls["metrics"] = self.urls[metrics_at]
@@ -161,8 +169,24 @@ class Server:
         return "own"
 
     def _observed(self, app: Any) -> ObservedApp:
-        """An API app measured for metrics and the access log (scrapes are not counted)."""
-        return ObservedApp(app, self.metrics, self.access_log, skip=("/metrics",))
+        """An API app behind the browser guard (and CORS when configured), measured for
+        metrics and the access log (scrapes are not counted)."""
+        return ObservedApp(
+            self._browser_safe(app), self.metrics, self.access_log, skip=("/metrics",)
+        )
+
+    def _browser_safe(self, app: Any) -> Any:
+        """``app`` behind the DNS-rebinding and cross-site checks, then TorchServe's CORS keys."""
+        settings = self.settings
+        guarded: Any = BrowserGuard(app, self._browser_policy)
+        if not settings.cors_allowed_origin:
+            return guarded
+        return CORSMiddleware(
+            guarded,
+            allow_origins=[settings.cors_allowed_origin.strip().rstrip("/")],
+            allow_methods=settings.cors_allowed_methods or CORS_DEFAULT_METHODS,
+            allow_headers=settings.cors_allowed_headers or ("*",),
+        )
 
     async def _start_grpc(self) -> None:
         """gRPC listeners (v2 and TorchServe inference, TorchServe management)."""

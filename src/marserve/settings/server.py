@@ -87,6 +87,7 @@ class ServerSettings:
     allowed_urls: tuple[str, ...] = ()
     use_env_allowed_urls: bool = False  # only then may TS_ALLOWED_URLS set allowed_urls
     enable_model_api: bool = False  # register/unregister over the management API
+    allowed_hosts: tuple[str, ...] = ()  # extra Host names a loopback listener answers ("*": any)
     disable_token_authorization: bool = False  # token auth is on unless this is true
     token_expiration_min: int = 60
     blacklist_env_vars: str | None = None  # regex of environment names hidden from workers
@@ -161,6 +162,7 @@ _KEYS: dict[str, _Converter] = {
     "allowed_urls": to_regex_list,
     "use_env_allowed_urls": to_bool,
     "enable_model_api": to_bool,
+    "allowed_hosts": to_list,
     "disable_token_authorization": to_bool,
     "token_expiration_min": to_positive_int,
     "blacklist_env_vars": to_optional_regex,
