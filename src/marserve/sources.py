@@ -4,17 +4,36 @@ Every URL is checked on its parsed, normalised form before any I/O, and again on
 only http and https, no userinfo, no backslashes or ``..`` segments, and a full match of one of the
 ``allowed_urls`` regexes (none configured: every remote URL is refused). Downloads are bounded in
 size and time and land in the model store under the URL's file name.
+
+Addresses are checked too, for the first URL and for every redirect hop, before connecting. A host
+*name* is resolved once (``getaddrinfo``, off the event loop) and refused (403) when any of its
+addresses is loopback, link-local (the cloud metadata service 169.254.169.254 included),
+unspecified (0.0.0.0/8, ::), multicast or reserved; an IPv4 address inside an IPv4-mapped
+(``::ffff:127.0.0.1``) or NAT64 (``64:ff9b::/96``) address is judged as itself. Private RFC 1918
+and ULA addresses stay allowed: in-cluster registries such as MinIO live there. The connection
+then goes to the address that was checked, not to the name again, so a DNS answer that changes
+between check and fetch cannot move it: the request names the IP, and the name stays in ``Host``
+and, for https, in TLS SNI and certificate verification. An IP-literal host is the operator's own
+choice through ``allowed_urls`` and is connected to as written, except unspecified and multicast
+addresses, which never are. Redirect locations are resolved against the name-based URL and pass
+every check again. Downloads connect directly: proxy settings from the environment are not used,
+since a proxy would resolve the name itself, out of reach of these checks.
 """
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import os
 import posixpath
 import re
+import socket
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, TypeAlias
 from urllib.parse import unquote, urljoin, urlsplit
 
 from marserve.errors import Conflict, Forbidden, InvalidInput, MarserveError, PayloadTooLarge
@@ -26,12 +45,22 @@ if TYPE_CHECKING:
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,254}")
 MAX_REDIRECTS = 5
 
+Address: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
+# Every address a host name has, as text; the default asks the system (getaddrinfo).
+Resolver: TypeAlias = Callable[[str], Awaitable[Sequence[str]]]
+
+# 0.0.0.0/8 is "this network": Linux connects 0.0.0.0 to the local host itself.
+THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052: the IPv4 address is the last 32 bits
+# Kinds refused even as an IP literal that allowed_urls matched: never a real download host.
+ALWAYS_REFUSED = frozenset({"unspecified", "multicast"})
+
 
 @dataclass(frozen=True, slots=True)
 class DownloadLimits:
     max_bytes: int = 2 << 30  # 2 GiB
     timeout_s: float = 300.0  # the whole download
-    connect_timeout_s: float = 10.0
+    connect_timeout_s: float = 10.0  # resolving a host, and again connecting to it
 
 
 def check_model_name(name: str, what: str = "model name") -> str:
@@ -74,6 +103,125 @@ def checked_url(url: str, allowed: tuple[str, ...]) -> str:
     return normalised
 
 
+async def system_resolver(host: str) -> list[str]:
+    """Every address of ``host``; getaddrinfo blocks, so it runs in the event loop's executor."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+def address_kind(address: Address) -> str | None:
+    """The kind of address a download by name must not reach, or None when it may be fetched.
+
+    An IPv4-mapped or NAT64 address reaches the IPv4 address inside it, so that one is judged:
+    ``::ffff:127.0.0.1`` is loopback (``ipaddress`` alone calls it merely reserved, or nothing).
+    """
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        elif address in NAT64:
+            address = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    kinds = (
+        ("unspecified", address.is_unspecified or address in THIS_NETWORK),
+        ("loopback", address.is_loopback),
+        ("link-local", address.is_link_local),
+        ("multicast", address.is_multicast),
+        ("reserved", address.is_reserved),
+    )
+    return next((kind for kind, matches in kinds if matches), None)
+
+
+def _an(kind: str) -> str:
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
+
+
+def _shown(address: Address) -> str:
+    """``::ffff:127.0.0.1`` rather than Python 3.11's ``::ffff:7f00:1``: the form people read."""
+    mapped = getattr(address, "ipv4_mapped", None)
+    return f"::ffff:{mapped}" if mapped is not None else str(address)
+
+
+def _ip_literal(host: str) -> Address | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Hop:
+    """One request of a download: where it connects, and how the host name travels with it.
+
+    ``url`` is the name-based URL (what redirects resolve against and messages show);
+    ``connect_url`` names the checked address, so nothing resolves the name a second time.
+    """
+
+    url: str
+    connect_url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    extensions: dict[str, str] = field(default_factory=dict)
+
+    def stream(self, client: httpx.AsyncClient) -> AbstractAsyncContextManager[httpx.Response]:
+        return client.stream(
+            "GET", self.connect_url, headers=self.headers, extensions=self.extensions
+        )
+
+
+def pin(url: str, address: Address) -> Hop:
+    """The hop for ``url`` connecting to ``address``, with the name kept in Host and TLS.
+
+    httpcore's ``sni_hostname`` request extension sets the TLS server name, which is also the name
+    the certificate is verified against; without it https would check the certificate for the IP.
+    """
+    parsed = _parse(url)
+    name = parsed.raw_host.decode("ascii")
+    extensions = {"sni_hostname": name} if parsed.scheme == "https" else {}
+    connect_url = str(parsed.copy_with(host=str(address)))
+    return Hop(url, connect_url, {"Host": parsed.netloc.decode("ascii")}, extensions)
+
+
+async def next_hop(url: str, resolve: Resolver, timeout_s: float) -> Hop:
+    """The hop for a URL that passed ``checked_url``: its host resolved once and its addresses
+    checked (Forbidden before any connection), or an IP literal taken as the operator allowed it.
+    """
+    host = _parse(url).raw_host.decode("ascii")
+    literal = _ip_literal(host)
+    if literal is not None:
+        kind = address_kind(literal)
+        if kind in ALWAYS_REFUSED:
+            raise Forbidden(f"URL not allowed: {host} is {_an(kind)} address")
+        return Hop(url, url)
+    addresses = await _resolve(host, resolve, timeout_s)
+    for address in addresses:
+        kind = address_kind(address)
+        if kind is not None:
+            raise Forbidden(
+                f"URL not allowed: host {host} resolves to {_an(kind)} address ({_shown(address)})"
+            )
+    return pin(url, addresses[0])
+
+
+async def _resolve(host: str, resolve: Resolver, timeout_s: float) -> list[Address]:
+    try:
+        answers = await asyncio.wait_for(resolve(host), timeout_s)
+    except asyncio.TimeoutError:
+        raise MarserveError(f"Timed out resolving host {host}", http_status=504) from None
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise InvalidInput(f"Download failed: cannot resolve host {host} ({reason})") from None
+    if not answers:
+        raise InvalidInput(f"Download failed: host {host} has no addresses")
+    return [ipaddress.ip_address(answer) for answer in answers]
+
+
+def _parse(url: str) -> httpx.URL:
+    import httpx  # see download()
+
+    try:
+        return httpx.URL(url)
+    except httpx.InvalidURL:
+        raise InvalidInput(f"Invalid URL: {url[:200]}") from None
+
+
 def archive_file_name(url: str) -> str:
     name = posixpath.basename(unquote(urlsplit(url).path))
     if not name.endswith(ARCHIVE_SUFFIXES):
@@ -83,9 +231,21 @@ def archive_file_name(url: str) -> str:
 
 
 async def download(
-    url: str, store: ModelStore, allowed: tuple[str, ...], limits: DownloadLimits
+    url: str,
+    store: ModelStore,
+    allowed: tuple[str, ...],
+    limits: DownloadLimits,
+    *,
+    resolve: Resolver = system_resolver,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> Path:
-    """Fetch an allowed URL into the model store; refuses an existing file (409)."""
+    """Fetch an allowed URL into the model store; refuses an existing file (409).
+
+    ``resolve`` and ``transport`` are where tests put a fake DNS and a recording transport. The
+    default transport connects directly (an explicit transport keeps httpx from applying proxy
+    environment variables) and keeps no idle connection, so no hop reuses a TLS session that was
+    verified for another host name on the same address.
+    """
     import httpx  # only registrations from URLs need it: kept off the server's start-up
 
     first = checked_url(url, allowed)
@@ -95,11 +255,15 @@ async def download(
     if target.exists():
         raise Conflict(f"Model archive {target.name} already exists in the model store")
     timeout = httpx.Timeout(limits.timeout_s, connect=limits.connect_timeout_s)
+    if transport is None:
+        transport = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_keepalive_connections=0))
     fd, partial = tempfile.mkstemp(prefix=".download-", dir=store.root)
     try:
         with os.fdopen(fd, "wb") as out:
-            async with httpx.AsyncClient(follow_redirects=False, timeout=timeout) as client:
-                await _fetch(client, first, allowed, out, limits)
+            async with httpx.AsyncClient(
+                transport=transport, follow_redirects=False, timeout=timeout
+            ) as client:
+                await _fetch(client, first, allowed, out, limits, resolve)
         os.link(partial, target)  # fails if the name appeared meanwhile: never overwrite
     except FileExistsError:
         raise Conflict(f"Model archive {target.name} already exists in the model store") from None
@@ -118,26 +282,34 @@ async def _fetch(
     allowed: tuple[str, ...],
     out: BinaryIO,
     limits: DownloadLimits,
+    resolve: Resolver,
 ) -> None:
+    """Follow at most MAX_REDIRECTS redirects, each hop checked and pinned before it connects."""
     for _ in range(MAX_REDIRECTS + 1):
-        async with client.stream("GET", url) as response:
+        hop = await next_hop(url, resolve, limits.connect_timeout_s)
+        async with hop.stream(client) as response:
             if response.is_redirect:
                 location = response.headers.get("location", "")
-                url = checked_url(urljoin(url, location), allowed)
+                url = checked_url(urljoin(hop.url, location), allowed)
                 continue
             if response.status_code != 200:
                 raise InvalidInput(f"Download failed: HTTP {response.status_code} for {url[:200]}")
-            declared = response.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > limits.max_bytes:
-                raise PayloadTooLarge(f"Model archive exceeds {limits.max_bytes} bytes")
-            received = 0
-            async for chunk in response.aiter_bytes():
-                received += len(chunk)
-                if received > limits.max_bytes:
-                    raise PayloadTooLarge(f"Model archive exceeds {limits.max_bytes} bytes")
-                out.write(chunk)
+            await _save(response, out, limits)
             return
     raise InvalidInput(f"Too many redirects for {url[:200]}")
+
+
+async def _save(response: httpx.Response, out: BinaryIO, limits: DownloadLimits) -> None:
+    """Copy the body, refusing it as soon as it is known to exceed the size limit."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limits.max_bytes:
+        raise PayloadTooLarge(f"Model archive exceeds {limits.max_bytes} bytes")
+    received = 0
+    async for chunk in response.aiter_bytes():
+        received += len(chunk)
+        if received > limits.max_bytes:
+            raise PayloadTooLarge(f"Model archive exceeds {limits.max_bytes} bytes")
+        out.write(chunk)
 
 
 def local_archive(url: str, store: ModelStore) -> Path:
