@@ -260,14 +260,17 @@ async def download(
     fd, partial = tempfile.mkstemp(prefix=".download-", dir=store.root)
     try:
         with os.fdopen(fd, "wb") as out:
-            async with httpx.AsyncClient(
-                transport=transport, follow_redirects=False, timeout=timeout
-            ) as client:
+            async with (
+                httpx.AsyncClient(
+                    transport=transport, follow_redirects=False, timeout=timeout
+                ) as client,
+                asyncio.timeout(limits.timeout_s),  # the whole download: trickling included
+            ):
                 await _fetch(client, first, allowed, out, limits, resolve)
         os.link(partial, target)  # fails if the name appeared meanwhile: never overwrite
     except FileExistsError:
         raise Conflict(f"Model archive {target.name} already exists in the model store") from None
-    except httpx.TimeoutException:
+    except (httpx.TimeoutException, TimeoutError):
         raise MarserveError(f"Timed out downloading {url[:200]}", http_status=504) from None
     except httpx.HTTPError as exc:
         raise InvalidInput(f"Download failed for {url[:200]}: {type(exc).__name__}") from None

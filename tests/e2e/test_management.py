@@ -69,7 +69,8 @@ def managed(tmp_path_factory: pytest.TempPathFactory, store: Path) -> Iterator[R
         tmp / "config.properties",
         enable_model_api="true",
         model_snapshot=snapshot({"name": "probe", "marName": "probe.mar", "maxWorkers": 2}),
-        allowed_urls=r"http://127\.0\.0\.1:[0-9]+/models/[a-z0-9_]+\.mar",
+        # config.properties follows Java's escapes: "\\." there is the regex's literal dot
+        allowed_urls=r"http://127\\.0\\.0\\.1:[0-9]+/models/[a-z0-9_]+\\.mar",
     )
     text = config.read_text().replace("disable_token_authorization=true\n", "")
     config.write_text(text)

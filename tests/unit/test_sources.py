@@ -8,6 +8,7 @@ import ipaddress
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -491,3 +492,39 @@ def test_https_by_name_verifies_the_certificate_for_the_name(
     assert asyncio.run(get()) == PAYLOAD
     assert names == ["models.test"]
     assert _Origin.seen == [("/models/mnist.mar", f"models.test:{port}")]
+
+
+# the whole-download deadline (row F6) --------------------------------------------------------
+
+
+class _Trickle(BaseHTTPRequestHandler):
+    """Promises a 1 MiB archive, then sends one byte every 50 ms: no single read ever waits
+    long, so only a deadline on the whole download can end it."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(1 << 20))
+        self.end_headers()
+        try:
+            for _ in range(200):
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                time.sleep(0.05)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_trickling_download_ends_at_the_deadline_with_504(tmp_path: Path) -> None:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Trickle)
+    for port in serve(httpd):
+        limits = DownloadLimits(timeout_s=0.5, connect_timeout_s=5.0)
+        started = time.monotonic()
+        with pytest.raises(MarserveError) as caught:
+            fetch(f"http://127.0.0.1:{port}/models/slow.mar", tmp_path, limits=limits)
+        assert caught.value.http_status == 504
+        assert "Timed out downloading" in caught.value.message
+        assert time.monotonic() - started < 5.0  # the 200 bytes would take 10 s
+        assert leftovers(tmp_path) == []  # the partial file is gone
