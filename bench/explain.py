@@ -56,7 +56,6 @@ FACTOR = 1.1  # the issue's target: explain latency at most 1.1x in-process Capt
 LABEL = "explain, 1 image, n_steps=50"
 BASELINES = {"plain": "explain-captum", "worker-malloc": "explain-captum-malloc"}
 SERVED = ("explain-ts", "explain-v1")
-SIDES = (*BASELINES.values(), *SERVED)
 PAUSE_S = 0.025  # longer than libgomp's idle spin after a parallel region
 Say = Callable[[str], None]
 Request = tuple[str, bytes, dict[str, str]]  # path, body, headers

@@ -177,13 +177,13 @@ class Server:
 
     def _browser_safe(self, app: Any) -> Any:
         """``app`` behind the DNS-rebinding and cross-site checks, then TorchServe's CORS keys."""
-        settings = self.settings
-        guarded: Any = BrowserGuard(app, self._browser_policy)
-        if not settings.cors_allowed_origin:
+        settings, policy = self.settings, self._browser_policy
+        guarded: Any = BrowserGuard(app, policy)
+        if policy.allowed_origin is None:
             return guarded
         return CORSMiddleware(
             guarded,
-            allow_origins=[settings.cors_allowed_origin.strip().rstrip("/")],
+            allow_origins=[policy.allowed_origin],
             allow_methods=settings.cors_allowed_methods or CORS_DEFAULT_METHODS,
             allow_headers=settings.cors_allowed_headers or ("*",),
         )

@@ -38,7 +38,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from marserve.errors import Forbidden
 from marserve.rest.errors import ERROR_KEY, error_response
 
-__all__ = ["BrowserGuard", "BrowserPolicy"]
+__all__ = ["BrowserGuard", "BrowserPolicy", "is_loopback_host"]
 
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 MANAGEMENT_PREFIXES = ("/models", "/v2/repository", "/token")
@@ -68,18 +68,9 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
-def _origin_of(scheme: str, host_header: str) -> tuple[str, str, int] | None:
-    """(scheme, host, port) of the listener as the client named it in ``Host``."""
-    parts = urlsplit(f"{scheme}://{host_header}")
-    try:
-        port = parts.port or _DEFAULT_PORTS.get(scheme, 0)
-    except ValueError:
-        return None
-    return scheme, (parts.hostname or "").rstrip("."), port
-
-
-def _parse_origin(origin: str) -> tuple[str, str, int] | None:
-    parts = urlsplit(origin.strip().lower())
+def _origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an ``Origin`` value or of ``scheme://Host``; None if malformed."""
+    parts = urlsplit(url.strip().lower())
     if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
         return None
     try:
@@ -115,8 +106,7 @@ class BrowserPolicy:
         host_header = headers.get("host", "")
         management = path.startswith(MANAGEMENT_PREFIXES)
         data_plane = path.startswith(DATA_PLANE_PREFIXES) and not management
-        loopback = listener_host is not None and is_loopback_host(_bare_host(listener_host))
-        if loopback and not data_plane:
+        if not data_plane and listener_host and is_loopback_host(_bare_host(listener_host)):
             self._check_host(host_header)
         if method not in STATE_CHANGING:
             return
@@ -145,8 +135,8 @@ class BrowserPolicy:
         wanted = origin.strip().rstrip("/").lower()
         if self.allowed_origin in ("*", wanted):
             return
-        parsed = _parse_origin(wanted)
-        if parsed is not None and parsed == _origin_of(scheme, host_header.lower()):
+        parsed = _origin(wanted)
+        if parsed is not None and parsed == _origin(f"{scheme}://{host_header}"):
             return  # same origin: the server's own page, or a client that sets Origin itself
         raise Forbidden(
             f"Cross-site request from origin {origin[:100]!r} refused; "
