@@ -56,6 +56,14 @@ NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052: the IPv4 address is t
 ALWAYS_REFUSED = frozenset({"unspecified", "multicast"})
 
 
+class DownloadFailed(InvalidInput):
+    """A download that failed on the wire; ``retryable`` for connection errors and HTTP 5xx."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
 @dataclass(frozen=True, slots=True)
 class DownloadLimits:
     max_bytes: int = 2 << 30  # 2 GiB
@@ -246,37 +254,61 @@ async def download(
     environment variables) and keeps no idle connection, so no hop reuses a TLS session that was
     verified for another host name on the same address.
     """
-    import httpx  # only registrations from URLs need it: kept off the server's start-up
-
     first = checked_url(url, allowed)
     if store.root is None:
         raise InvalidInput("No model store is configured to download into")
     target = store.root / archive_file_name(first)
     if target.exists():
         raise Conflict(f"Model archive {target.name} already exists in the model store")
-    timeout = httpx.Timeout(limits.timeout_s, connect=limits.connect_timeout_s)
-    if transport is None:
-        transport = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_keepalive_connections=0))
     fd, partial = tempfile.mkstemp(prefix=".download-", dir=store.root)
     try:
         with os.fdopen(fd, "wb") as out:
-            async with (
-                httpx.AsyncClient(
-                    transport=transport, follow_redirects=False, timeout=timeout
-                ) as client,
-                asyncio.timeout(limits.timeout_s),  # the whole download: trickling included
-            ):
-                await _fetch(client, first, allowed, out, limits, resolve)
+            await fetch_url(first, out, allowed, limits, resolve=resolve, transport=transport)
         os.link(partial, target)  # fails if the name appeared meanwhile: never overwrite
     except FileExistsError:
         raise Conflict(f"Model archive {target.name} already exists in the model store") from None
-    except (httpx.TimeoutException, TimeoutError):
-        raise MarserveError(f"Timed out downloading {url[:200]}", http_status=504) from None
-    except httpx.HTTPError as exc:
-        raise InvalidInput(f"Download failed for {url[:200]}: {type(exc).__name__}") from None
     finally:
         os.unlink(partial)
     return target
+
+
+async def fetch_url(
+    url: str,
+    out: BinaryIO,
+    allowed: tuple[str, ...],
+    limits: DownloadLimits,
+    *,
+    headers: dict[str, str] | None = None,
+    verify: str | bool = True,
+    resolve: Resolver = system_resolver,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> None:
+    """Write the body of an allowed URL (already passed by ``checked_url``) to ``out``, with
+    every address check of ``download``; ``headers`` go with every hop, ``verify`` is httpx's
+    (a CA bundle path, or False). Errors are MarserveErrors naming the URL.
+    """
+    import httpx
+
+    timeout = httpx.Timeout(limits.timeout_s, connect=limits.connect_timeout_s)
+    if transport is None:
+        transport = httpx.AsyncHTTPTransport(
+            limits=httpx.Limits(max_keepalive_connections=0), verify=verify
+        )
+    try:
+        async with (
+            httpx.AsyncClient(
+                transport=transport, follow_redirects=False, timeout=timeout
+            ) as client,
+            asyncio.timeout(limits.timeout_s),  # the whole download: trickling included
+        ):
+            await _fetch(client, url, allowed, out, limits, resolve, headers or {})
+    except (httpx.TimeoutException, TimeoutError):
+        raise MarserveError(f"Timed out downloading {url[:200]}", http_status=504) from None
+    except httpx.HTTPError as exc:
+        raise DownloadFailed(
+            f"Download failed for {url[:200]}: {type(exc).__name__}",
+            retryable=isinstance(exc, httpx.TransportError),
+        ) from None
 
 
 async def _fetch(
@@ -286,17 +318,22 @@ async def _fetch(
     out: BinaryIO,
     limits: DownloadLimits,
     resolve: Resolver,
+    headers: dict[str, str],
 ) -> None:
     """Follow at most MAX_REDIRECTS redirects, each hop checked and pinned before it connects."""
     for _ in range(MAX_REDIRECTS + 1):
         hop = await next_hop(url, resolve, limits.connect_timeout_s)
+        hop.headers.update({k: v for k, v in headers.items() if k.lower() != "host"})
         async with hop.stream(client) as response:
             if response.is_redirect:
                 location = response.headers.get("location", "")
                 url = checked_url(urljoin(hop.url, location), allowed)
                 continue
             if response.status_code != 200:
-                raise InvalidInput(f"Download failed: HTTP {response.status_code} for {url[:200]}")
+                raise DownloadFailed(
+                    f"Download failed: HTTP {response.status_code} for {url[:200]}",
+                    retryable=response.status_code >= 500,
+                )
             await _save(response, out, limits)
             return
     raise InvalidInput(f"Too many redirects for {url[:200]}")

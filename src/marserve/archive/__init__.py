@@ -22,6 +22,7 @@ from marserve.archive.reader import (
     extract_archive,
     list_members,
     read_manifest,
+    unpack_archive,
 )
 
 __all__ = [
@@ -43,4 +44,5 @@ __all__ = [
     "extract_archive",
     "list_members",
     "read_manifest",
+    "unpack_archive",
 ]

@@ -113,16 +113,7 @@ def extract_archive(
     staging_parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     staging = Path(tempfile.mkdtemp(prefix="marserve-model-", dir=staging_parent))
     try:
-        stager = Stager(staging, label, limits)
-
-        def visit(entry: Entry, opener: Opener | None, compressed: int | None) -> None:
-            if entry.is_dir:
-                stager.mkdir(entry.name, entry.raw)
-            elif opener is not None:
-                with opener() as stream:
-                    stager.write(entry, stream, compressed_size=compressed)
-
-        layout = _walk(source, kind, label, limits, visit)
+        layout = _stage(source, kind, label, staging, limits)
         member = _manifest_member(layout, label, nested=kind != "dir")
         top = member.removesuffix(MANIFEST_PATH).rstrip("/")
         if top:
@@ -133,6 +124,32 @@ def extract_archive(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return ExtractedArchive(path=staging, manifest=manifest)
+
+
+def unpack_archive(source: Path, dest: Path, limits: ExtractLimits = DEFAULT_LIMITS) -> None:
+    """Unpack a zip, tar or tar.gz into the existing, empty folder ``dest``, with the member
+    checks and bomb limits of ``extract_archive`` but no manifest required (a storageUri's
+    archive holds a whole model store). On error ``ArchiveError``; the caller discards ``dest``.
+    """
+    source = Path(source)
+    label = _label(source)
+    kind = _detect(source, label)
+    if kind == "dir":
+        raise ArchiveError(f"{label}: not an archive")
+    _stage(source, kind, label, Path(dest), limits)
+
+
+def _stage(source: Path, kind: Kind, label: str, staging: Path, limits: ExtractLimits) -> Layout:
+    stager = Stager(staging, label, limits)
+
+    def visit(entry: Entry, opener: Opener | None, compressed: int | None) -> None:
+        if entry.is_dir:
+            stager.mkdir(entry.name, entry.raw)
+        elif opener is not None:
+            with opener() as stream:
+                stager.write(entry, stream, compressed_size=compressed)
+
+    return _walk(source, kind, label, limits, visit)
 
 
 # -- format detection and shared helpers ------------------------------------------------------

@@ -17,6 +17,7 @@ COMMANDS = {
     "explain": "marserve.cli.explain:explain",
     "serve": "marserve.cli.serve:serve",
     "stop": "marserve.cli.serve:stop",
+    "storage": "marserve.cli.storage:storage",
 }
 
 

@@ -123,6 +123,13 @@ def _daemonize(argv: list[str], pid_file: Path, log_file: Path) -> None:
     type=click.Choice(["auto", "all", "off"]),
     help="Access lines on stdout: auto writes at most 10 a second, all one per request.",
 )
+@click.option("--storage-uri", help="Pull this storageUri first and serve it as /mnt/models.")
+@click.option("--pvc", multiple=True, help="With --storage-uri pvc://: CLAIM=DIR (repeatable).")
+@click.option(
+    "--storage-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where --storage-uri is pulled to (default: a fresh temporary folder).",
+)
 def serve(**options: Any) -> None:
     """Serve a model store over TorchServe's and KServe's APIs (torchserve --start)."""
     if not options["foreground"]:
@@ -130,6 +137,8 @@ def serve(**options: Any) -> None:
         _daemonize(argv, options["pid_file"], options["log_file"])
         return
     configure_logging(options["log_level"], options["log_format"])
+    if options["storage_uri"]:
+        _use_storage(options)
     pid_file: Path = options["pid_file"]
     pid_file.write_text(str(os.getpid()))
     try:
@@ -139,6 +148,20 @@ def serve(**options: Any) -> None:
     finally:
         if pid_file.exists() and pid_file.read_text().strip() == str(os.getpid()):
             pid_file.unlink()
+
+
+def _use_storage(options: dict[str, Any]) -> None:
+    """Pull --storage-uri and point the model store and config at it, as KServe's runtime
+    finds /mnt/models: ``model-store/`` and ``config/config.properties``."""
+    from marserve.cli.storage import pull_model, settings_for
+
+    dest = options["storage_dir"] or Path(tempfile.mkdtemp(prefix="marserve-models-")) / "models"
+    folder = pull_model(options["storage_uri"], dest, settings_for(options["pvc"], None, None))
+    if options["model_store"] is None:
+        options["model_store"] = folder / "model-store"
+    config = folder / "config" / "config.properties"
+    if options["ts_config"] is None and config.is_file():
+        options["ts_config"] = config
 
 
 def _settings(options: dict[str, Any]) -> ServerSettings:
