@@ -28,6 +28,7 @@ import os
 import posixpath
 import re
 import socket
+import ssl
 import tempfile
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -279,13 +280,13 @@ async def fetch_url(
     limits: DownloadLimits,
     *,
     headers: dict[str, str] | None = None,
-    verify: str | bool = True,
+    verify: ssl.SSLContext | bool = True,
     resolve: Resolver = system_resolver,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> None:
     """Write the body of an allowed URL (already passed by ``checked_url``) to ``out``, with
     every address check of ``download``; ``headers`` go with every hop, ``verify`` is httpx's
-    (a CA bundle path, or False). Errors are MarserveErrors naming the URL.
+    (an SSLContext, or False). Errors are MarserveErrors naming the URL.
     """
     import httpx
 

@@ -20,7 +20,9 @@ AZURITE = Path(
 ).expanduser()
 AZURITE_ACCOUNT = "devstoreaccount1"
 # Azurite's documented, public well-known development key (not a secret).
-AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+AZURITE_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
 
 
 def free_port() -> int:
@@ -74,8 +76,18 @@ def azurite(tmp: Path) -> Iterator[str]:
     """An Azure connection string for a fresh Azurite blob service."""
     port = free_port()
     process = subprocess.Popen(
-        [str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location",
-         str(tmp / "azurite"), "--silent", "--skipApiVersionCheck", "--loose"],
+        [
+            str(AZURITE),
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(port),
+            "--location",
+            str(tmp / "azurite"),
+            "--silent",
+            "--skipApiVersionCheck",
+            "--loose",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

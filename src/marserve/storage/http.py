@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import posixpath
+import ssl
 import time
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -45,7 +46,12 @@ class HTTPRemote:
         except (MarserveError, ValueError) as exc:
             raise StorageError(location.uri, str(exc)) from None
         bundle = env.get("REQUESTS_CA_BUNDLE") or env.get("SSL_CERT_FILE")
-        self.verify: str | bool = bundle or True
+        self.verify: ssl.SSLContext | bool = True
+        if bundle:
+            try:
+                self.verify = ssl.create_default_context(cafile=bundle)
+            except (OSError, ssl.SSLError):
+                raise StorageError(location.uri, "the CA bundle cannot be read") from None
 
     def list(self) -> list[RemoteObject]:
         name = posixpath.basename(unquote(urlsplit(self.url).path))
