@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 STORE  := examples/mnist/model_store
 
-.PHONY: serve test lint store bench clean
+.PHONY: serve test lint store bench clean azurite
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ serve: store
 	$(BIN)/marserve serve --foreground --model-store $(STORE)/model-store \
 		--ts-config $(STORE)/config/config.properties
 
-test: $(STAMP)
+test: $(STAMP) azurite
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy
@@ -38,3 +38,11 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(STORE) .pytest_cache .mypy_cache .ruff_cache
+
+# Azurite (Azure Blob's local emulator, npm) for tests/e2e/test_storage_*: installed once into a
+# cache outside the repo, keyed by its version.
+AZURITE_VERSION := 3.35.0
+AZURITE_DIR     := $(HOME)/.cache/marserve/azurite-$(AZURITE_VERSION)
+azurite: $(AZURITE_DIR)/node_modules/.bin/azurite-blob
+$(AZURITE_DIR)/node_modules/.bin/azurite-blob:
+	npm install --silent --no-audit --no-fund --prefix $(AZURITE_DIR) azurite@$(AZURITE_VERSION)

@@ -16,7 +16,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 AZURITE = Path(
-    os.environ.get("MARSERVE_AZURITE", "~/.cache/marserve/azurite/node_modules/.bin/azurite-blob")
+    os.environ.get(
+        "MARSERVE_AZURITE", "~/.cache/marserve/azurite-3.35.0/node_modules/.bin/azurite-blob"
+    )
 ).expanduser()
 AZURITE_ACCOUNT = "devstoreaccount1"
 # Azurite's documented, public well-known development key (not a secret).
