@@ -99,7 +99,9 @@ def dest_problem(dest: Path) -> str | None:
         return None
     if not stat.S_ISDIR(os.lstat(dest).st_mode):
         return f"destination {dest} exists and is not a folder"
-    if any(True for _ in os.scandir(dest)) and not (dest / MARKER).is_file():
+    with os.scandir(dest) as entries:
+        empty = next(entries, None) is None
+    if not empty and not (dest / MARKER).is_file():
         return f"destination {dest} is not empty and holds no earlier pull"
     return None
 
