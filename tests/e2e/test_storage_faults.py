@@ -122,3 +122,39 @@ def test_unknown_schemes_name_what_is_supported(tmp_path: Path) -> None:
             pull(uri, tmp_path / "dest", settings(tmp_path, {}))
         scheme = uri.split(":", 1)[0]
         assert f"storage scheme {scheme}:// is not supported (use gs://" in str(failure.value)
+
+
+def test_http_5xx_is_retried_with_backoff_and_4xx_is_not(tmp_path: Path) -> None:
+    import http.server
+    import threading
+
+    calls: list[str] = []
+
+    class Flaky(http.server.BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            calls.append(self.path)
+            if self.path == "/missing.tar" or len(calls) < 3:
+                self.send_error(404 if self.path == "/missing.tar" else 503)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", "5")
+            self.end_headers()
+            self.wfile.write(b"hello")
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        result = pull(f"{base}/weights.bin", tmp_path / "d1", settings(tmp_path, {}))
+        assert (result.path / "weights.bin").read_bytes() == b"hello"
+        assert calls == ["/weights.bin"] * 3
+        with pytest.raises(StorageError, match="HTTP 404"):
+            pull(f"{base}/missing.tar", tmp_path / "d2", settings(tmp_path, {}))
+        assert calls.count("/missing.tar") == 1
+        assert_clean(tmp_path, tmp_path / "d2")
+    finally:
+        server.shutdown()
+        server.server_close()
