@@ -158,3 +158,19 @@ def test_http_5xx_is_retried_with_backoff_and_4xx_is_not(tmp_path: Path) -> None
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_pull_time_limit_stops_a_download_in_progress(
+    tmp_path: Path, s3: tuple[Any, dict[str, str]]
+) -> None:
+    client, env = s3
+    client.put_object(Bucket="models", Key="slow/model-store/big.mar", Body=b"z" * (16 << 20))
+    ticks = iter(range(10_000))  # a clock that moves 1 s every time it is read
+
+    def clock() -> float:
+        return float(next(ticks))
+
+    dest = tmp_path / "dest"
+    with pytest.raises(StorageError, match="timed out"):
+        pull("s3://models/slow", dest, settings(tmp_path, env, timeout_s=3), clock=clock)
+    assert_clean(tmp_path, dest)

@@ -117,6 +117,8 @@ def _download(
         nonlocal received
         received += count
         advance(count)
+        if deadline.expired():  # the SDKs call this as bytes arrive: a trickle ends here too
+            raise StorageError(uri, "timed out (the pull's time limit passed)")
 
     for obj in objects:
         if deadline.expired():
