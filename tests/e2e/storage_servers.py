@@ -111,6 +111,7 @@ def azurite(tmp: Path) -> Iterator[str]:
 
 class _FileHandler(http.server.SimpleHTTPRequestHandler):
     stall_after: int | None = None  # bytes of body sent before the server stops sending
+    release: threading.Event
 
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -120,7 +121,7 @@ class _FileHandler(http.server.SimpleHTTPRequestHandler):
             return super().copyfile(source, outputfile)
         outputfile.write(source.read(self.stall_after))
         outputfile.flush()
-        time.sleep(30)
+        self.release.wait(30)  # stalled until the server stops: then the handler ends cleanly
 
 
 @contextmanager
@@ -135,7 +136,8 @@ def tls_server(root: Path, tmp: Path, stall_after: int | None = None) -> Iterato
     ca.cert_pem.write_to_path(str(bundle))
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     cert.configure_cert(context)
-    handler = type("Handler", (_FileHandler,), {"stall_after": stall_after})
+    release = threading.Event()
+    handler = type("Handler", (_FileHandler,), {"stall_after": stall_after, "release": release})
 
     def make(*args: object) -> http.server.BaseHTTPRequestHandler:
         return handler(*args, directory=str(root))  # type: ignore[arg-type]
@@ -148,5 +150,6 @@ def tls_server(root: Path, tmp: Path, stall_after: int | None = None) -> Iterato
     try:
         yield f"https://127.0.0.1:{server.server_address[1]}", bundle
     finally:
+        release.set()
         server.shutdown()
-        server.server_close()
+        server.server_close()  # joins the handler threads (block_on_close)

@@ -89,6 +89,7 @@ def test_s3(tmp_path: Path, store: Path) -> None:
         s3.create_bucket(Bucket="models")
         for key, path in files(store):
             s3.upload_file(str(path), "models", f"torchserve/mnist/{key}")
+        s3.close()
         env = {"AWS_ENDPOINT_URL": endpoint, **S3_KEYS}
         assert_serves_mnist(tmp_path, "s3://models/torchserve/mnist", env)
 
@@ -106,6 +107,7 @@ def test_gcs(tmp_path: Path, store: Path) -> None:
         bucket = client.create_bucket("kfserving-examples")
         for key, path in files(store):
             bucket.blob(f"models/torchserve/image_classifier/v1/{key}").upload_from_filename(path)
+        client.close()
         uri = "gs://kfserving-examples/models/torchserve/image_classifier/v1"
         assert_serves_mnist(tmp_path, uri, {"STORAGE_EMULATOR_HOST": host})
 
@@ -119,6 +121,7 @@ def test_azure_blob(tmp_path: Path, store: Path) -> None:
         for key, path in files(store):
             with path.open("rb") as data:
                 container.upload_blob(f"mnist/{key}", data)
+        service.close()
         uri = "https://devstoreaccount1.blob.core.windows.net/models/mnist"
         assert_serves_mnist(tmp_path, uri, {"AZURE_STORAGE_CONNECTION_STRING": connection})
 

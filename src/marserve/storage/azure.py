@@ -96,3 +96,6 @@ class AzureRemote:
                     progress(len(chunk))
         except Exception as exc:
             raise StorageError(self.location.uri, f"{obj.name}: {reason(exc)}") from None
+
+    def close(self) -> None:
+        self.container.close()

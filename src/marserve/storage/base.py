@@ -69,6 +69,9 @@ class Remote(Protocol):
     def fetch(self, obj: RemoteObject, target: Path, progress: Progress) -> None:
         """Write ``obj`` to the new file ``target``, calling ``progress`` with byte counts."""
 
+    def close(self) -> None:
+        """Release the client's connections."""
+
 
 @dataclass(frozen=True, slots=True)
 class Deadline:

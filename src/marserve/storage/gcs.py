@@ -92,3 +92,6 @@ class GCSRemote:
         if size != obj.size:
             raise StorageError(self.location.uri, f"{obj.name}: got {size} of {obj.size} bytes")
         progress(size)
+
+    def close(self) -> None:
+        self.client.close()

@@ -84,3 +84,6 @@ class HTTPRemote:
             asyncio.run(
                 fetch_url(self.url, out, ANY_URL, limits, headers=self.headers, verify=self.verify)
             )
+
+    def close(self) -> None:
+        """Each fetch opens and closes its own client: nothing is held."""

@@ -51,21 +51,37 @@ def pull(
         raise StorageError(uri, problem)
     deadline = Deadline(clock() + settings.timeout_s, clock)
     remote = _remote_for(location)(location, settings, deadline)
+    try:
+        return _pull_remote(uri, remote, Path(dest), settings, deadline, progress=progress)
+    finally:
+        remote.close()
+
+
+def _pull_remote(
+    uri: str,
+    remote: Remote,
+    dest: Path,
+    settings: StorageSettings,
+    deadline: Deadline,
+    *,
+    progress: bool,
+) -> PullResult:
+    """List, look up the cache, download what is missing, and link the entry into ``dest``."""
     objects = remote.list()
     _check_listing(uri, objects, settings.max_bytes)
     cache = Cache(settings.cache_dir)
     key = cache_key(uri, objects)
     entry = cache.lookup(key) if key is not None else None
     if entry is not None:
-        materialize(entry, Path(dest), entry.name)
-        return PullResult(Path(dest), True, 0)
+        materialize(entry, dest, entry.name)
+        return PullResult(dest, True, 0)
     total = sum(max(obj.size, 0) for obj in objects)
     with progress_bar(total, enabled=progress) as advance, cache.staging() as staging:
         received = _download(uri, remote, objects, staging / "objects", deadline, advance)
         tree = _unpacked(uri, objects, staging, settings.max_bytes)
         entry = cache.commit(tree, key or content_key(uri, tree))
-    materialize(entry, Path(dest), entry.name)
-    return PullResult(Path(dest), False, received)
+    materialize(entry, dest, entry.name)
+    return PullResult(dest, False, received)
 
 
 def _remote_for(location: Location) -> RemoteFactory:

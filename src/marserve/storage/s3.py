@@ -145,6 +145,9 @@ class S3Remote:
         if size != obj.size:
             raise StorageError(self.location.uri, f"{obj.name}: got {size} of {obj.size} bytes")
 
+    def close(self) -> None:
+        self.client.close()
+
 
 def _is_404(exc: Any) -> bool:
     return str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey")
