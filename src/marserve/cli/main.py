@@ -14,6 +14,7 @@ from marserve import __version__
 
 COMMANDS = {
     "archive": "marserve.cli.archive:archive",
+    "container": "marserve.cli.container:container",
     "explain": "marserve.cli.explain:explain",
     "serve": "marserve.cli.serve:serve",
     "stop": "marserve.cli.serve:stop",
