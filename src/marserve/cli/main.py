@@ -16,6 +16,7 @@ COMMANDS = {
     "archive": "marserve.cli.archive:archive",
     "container": "marserve.cli.container:container",
     "explain": "marserve.cli.explain:explain",
+    "export": "marserve.cli.export:export",
     "serve": "marserve.cli.serve:serve",
     "stop": "marserve.cli.serve:stop",
 }
