@@ -140,3 +140,23 @@ def test_the_settings_accept_the_overrides(tmp_path: Path) -> None:
     assert settings.kserve_grpc_port == 8081
     assert settings.inference_address.port == 8080
     assert settings.grpc_inference_address.host == "0.0.0.0"
+
+
+@pytest.mark.parametrize(("value", "expected"), [("8081", 8081), ("", None), (" ", None)])
+def test_kserve_grpc_port_setting(tmp_path: Path, value: str, expected: int | None) -> None:
+    from marserve.settings import load_settings
+
+    config = tmp_path / "config.properties"
+    config.write_text(f"kserve_grpc_port={value}\n")
+    assert load_settings(config).kserve_grpc_port == expected
+
+
+@pytest.mark.parametrize("value", ["abc", "70000", "-1"])
+def test_a_bad_kserve_grpc_port_is_named(tmp_path: Path, value: str) -> None:
+    from marserve.errors import ConfigError
+    from marserve.settings import load_settings
+
+    config = tmp_path / "config.properties"
+    config.write_text(f"kserve_grpc_port={value}\n")
+    with pytest.raises(ConfigError, match="kserve_grpc_port"):
+        load_settings(config)
