@@ -49,7 +49,10 @@ def test_every_exported_document_validates(golden: Path, version: str) -> None:
     ("sample", "warned"),
     [
         ("torchserve-canary", ["canaryTrafficPercent"]),
-        ("torchserve-autoscaling", ["autoscaling.knative.dev/class", "minReplicas: 0"]),
+        (
+            "torchserve-autoscaling",
+            ["autoscaling.knative.dev/class", "containerConcurrency", "minReplicas: 0"],
+        ),
         ("torchserve", []),
         ("torchserve-gpu", []),
     ],

@@ -70,6 +70,8 @@ def knative_only(doc: Mapping[str, Any]) -> list[str]:
             continue
         if component.get("canaryTrafficPercent") is not None:
             found.append(f"spec.{name}.canaryTrafficPercent (canary rollout)")
+        if component.get("containerConcurrency"):
+            found.append(f"spec.{name}.containerConcurrency (a limit Knative's queue-proxy keeps)")
         if component.get("minReplicas") == 0:
             found.append(f"spec.{name}.minReplicas: 0 (scale to zero)")
     return found
