@@ -46,3 +46,16 @@ AZURITE_DIR     := $(HOME)/.cache/marserve/azurite-$(AZURITE_VERSION)
 azurite: $(AZURITE_DIR)/node_modules/.bin/azurite-blob
 $(AZURITE_DIR)/node_modules/.bin/azurite-blob:
 	npm install --silent --no-audit --no-fund --prefix $(AZURITE_DIR) azurite@$(AZURITE_VERSION)
+
+# The container image (deploy/docker/), built offline with podman on a debootstrapped base and
+# run as KServe runs it. The system tools come from Debian (root, or sudo, needed once).
+.PHONY: image-deps image image-test
+image-deps:
+	@command -v podman >/dev/null && command -v runc >/dev/null && command -v debootstrap >/dev/null \
+		|| { apt-get update -q && apt-get install -y -q podman runc debootstrap; }
+
+image: $(STAMP) image-deps
+	PYTHON=$(BIN)/python bash deploy/docker/build.sh
+
+image-test: $(STAMP) image-deps
+	$(BIN)/pytest -q -m image tests/image

@@ -14,7 +14,9 @@ from marserve import __version__
 
 COMMANDS = {
     "archive": "marserve.cli.archive:archive",
+    "container": "marserve.cli.container:container",
     "explain": "marserve.cli.explain:explain",
+    "export": "marserve.cli.export:export",
     "serve": "marserve.cli.serve:serve",
     "stop": "marserve.cli.serve:stop",
     "storage": "marserve.cli.storage:storage",

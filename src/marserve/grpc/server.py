@@ -157,6 +157,9 @@ class GrpcListeners:
         for name, (address, apis) in plan.items():
             server = self._server(apis)
             urls[name] = self._bind(server, address)
+            extra = self.settings.kserve_grpc_port
+            if name == "grpc_inference" and extra is not None:
+                urls["grpc_kserve"] = self._bind(server, dataclasses.replace(address, port=extra))
             await server.start()
             self._servers.append(server)
         if shared:

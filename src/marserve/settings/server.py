@@ -59,6 +59,9 @@ class ServerSettings:
     grpc_inference_address: Address = DEFAULT_GRPC_INFERENCE
     grpc_management_address: Address = DEFAULT_GRPC_MANAGEMENT
     enable_grpc_ssl: bool = False
+    # marserve's own key: the inference gRPC APIs also listen on this port of
+    # grpc_inference_address's host (KServe's grpc-v2 port 8081 in the container image).
+    kserve_grpc_port: int | None = None
     # Models. load_models entries: "all", "name", "file.mar", "name=file.mar" or a URL.
     model_store: Path | None = None
     load_models: tuple[str, ...] = ()
@@ -137,6 +140,7 @@ _KEYS: dict[str, _Converter] = {
     "grpc_inference_port": to_port,
     "grpc_management_port": to_port,
     "enable_grpc_ssl": to_bool,
+    "kserve_grpc_port": lambda v, k: to_port(v, k) if str(v).strip() else None,
     "model_store": to_path,
     "load_models": _load_models,
     "model_snapshot": lambda v, k: v,  # parsed once workers and timeout are known

@@ -1,0 +1,1 @@
+"""Kubernetes manifests: KServe CRD schema validation for what marserve ships or exports."""
