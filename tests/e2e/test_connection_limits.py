@@ -38,6 +38,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         max_header_size=4096,
         max_header_count=20,
         max_chunk_count=100,
+        max_chunk_extension_size=256,
     )
     running = start_server(tmp, store, config)
     yield running
@@ -234,8 +235,14 @@ def test_trickled_upload_gets_408(server, baseline) -> None:  # type: ignore[no-
             + b"1\r\nx\r\n" * 500,
             413,
         ),
+        (
+            b"POST /predictions/none HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"1;"
+            + b"e" * 20000,
+            400,
+        ),
     ],
-    ids=["long-url", "big-header", "many-headers", "huge-url", "many-chunks"],
+    ids=["long-url", "big-header", "many-headers", "huge-url", "many-chunks", "chunk-extension"],
 )
 def test_oversized_requests_are_refused_and_closed(  # type: ignore[no-untyped-def]
     server, baseline, request_head: bytes, status: int
@@ -304,3 +311,15 @@ def test_management_and_metrics_listeners_are_guarded(server) -> None:  # type: 
         silent = _connect(server, listener)
         _read_until_closed(silent, TIMEOUT_S + SLACK_S)
         silent.close()
+
+
+def test_well_formed_chunked_body_within_limits_is_served(server) -> None:  # type: ignore[no-untyped-def]
+    sock = _connect(server)
+    body = b"".join(b"4;name=value\r\nabcd\r\n" for _ in range(90)) + b"0\r\n\r\n"
+    sock.sendall(
+        b"POST /predictions/none HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"Connection: close\r\n\r\n" + body
+    )
+    data, _ = _read_until_closed(sock, 5.0)
+    sock.close()
+    assert _status(data) == 404, data[:200]  # reached the app: no such model

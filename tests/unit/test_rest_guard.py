@@ -15,6 +15,7 @@ from marserve.rest.guard import (
     ConnectionLimits,
     answer,
     fd_shortfall,
+    framing_allowed,
     head_violation,
     protocol_for,
 )
@@ -70,10 +71,10 @@ def test_config_keys(tmp_path: Path) -> None:
     path.write_text(
         "header_read_timeout=3\nbody_read_timeout=4\nkeep_alive_timeout=5\nmax_connections=7\n"
         "max_request_line_size=512\nmax_header_size=2048\nmax_header_count=9\nmax_chunk_count=11\n"
-        "grpc_max_concurrent_streams=13\ngrpc_keepalive_min_time=15\n"
+        "max_chunk_extension_size=17\ngrpc_max_concurrent_streams=13\ngrpc_keepalive_min_time=15\n"
     )
     limits = ConnectionLimits.of(settings := load_settings(path))
-    assert limits == ConnectionLimits(3, 4, 5, 7, 512, 2048, 9, 11)
+    assert limits == ConnectionLimits(3, 4, 5, 7, 512, 2048, 9, 11, 17)
     assert (settings.grpc_max_concurrent_streams, settings.grpc_keepalive_min_time_s) == (13, 15)
 
 
@@ -85,3 +86,9 @@ def test_config_keys_reject_bad_values(tmp_path: Path, line: str) -> None:
     path.write_text(line + "\n")
     with pytest.raises(ConfigError, match=line.split("=")[0]):
         load_settings(path)
+
+
+def test_framing_allowed_grows_with_chunks() -> None:
+    limits = ConnectionLimits(max_chunk_extension=100)
+    assert framing_allowed(limits, 0) == 132
+    assert framing_allowed(limits, 9) == 1320

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 # Paths that are always answered, even above the connection cap (liveness, health, scraping).
 RESERVED_PATHS = frozenset({b"/ping", b"/v2/health/live", b"/v2/health/ready", b"/metrics"})
 RESERVE = 32  # connections kept, above the cap, for the reserved paths; beyond: refused
+CHUNK_LINE = 32  # a chunk's size line and CRLFs, besides its extension
 FD_SPARE = 256  # descriptors the process needs besides the listeners' connections
 
 
@@ -34,6 +35,7 @@ class ConnectionLimits:
     max_header_bytes: int = 16384
     max_header_count: int = 100
     max_chunks: int = 10000
+    max_chunk_extension: int = 1024
 
     @classmethod
     def of(cls, settings: ServerSettings) -> ConnectionLimits:
@@ -46,6 +48,7 @@ class ConnectionLimits:
             max_header_bytes=settings.max_header_size,
             max_header_count=settings.max_header_count,
             max_chunks=settings.max_chunk_count,
+            max_chunk_extension=settings.max_chunk_extension_size,
         )
 
 
@@ -89,6 +92,11 @@ def head_violation(
     return None
 
 
+def framing_allowed(limits: ConnectionLimits, chunks: int) -> int:
+    """Bytes of chunk framing (size line, extensions, CRLFs) a body of ``chunks`` chunks may use."""
+    return (chunks + 1) * (limits.max_chunk_extension + CHUNK_LINE)
+
+
 def fd_shortfall(soft_limit: int, listeners: int, limits: ConnectionLimits) -> int:
     """How many descriptors the soft limit lacks for every listener at its cap (pure; 0: enough)."""
     if soft_limit == resource.RLIM_INFINITY:
@@ -122,7 +130,12 @@ class GuardedProtocol(HttpToolsProtocol):
         self._seen = 0
         self._head_bytes = 0
         self._header_count = 0
+        self._header_bytes = (
+            0  # headers parsed so far (a feed may hold a body too: not _head_bytes)
+        )
         self._chunks = 0
+        self._chunked = False
+        self._framing = 0  # chunked body: bytes fed minus body bytes (sizes, CRLFs, extensions)
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
@@ -140,6 +153,8 @@ class GuardedProtocol(HttpToolsProtocol):
         self._seen += len(data)
         if self._in_head:
             self._head_bytes += len(data)
+        elif self._chunked:
+            self._framing += len(data)
         self._unset_keepalive_if_required()
         try:
             self.parser.feed_data(data)
@@ -159,18 +174,24 @@ class GuardedProtocol(HttpToolsProtocol):
         except httptools.HttpParserError:
             self.send_400_response("Invalid HTTP request received.")
             return
-        if self._in_head and not self.transport.is_closing():
+        if self.transport.is_closing():
+            return
+        if self._in_head:
             violation = head_violation(
                 self.LIMITS, len(getattr(self, "url", b"")), self._header_count, self._head_bytes
             )
             if violation is not None:
                 self._reject(violation)
+        elif self._chunked and self._framing > framing_allowed(self.LIMITS, self._chunks):
+            reason = f"chunk extension over {self.LIMITS.max_chunk_extension} bytes"
+            self._reject(Rejected(HTTPStatus.BAD_REQUEST, reason))
 
     # Parser callbacks (called inside feed_data; a Rejected raised here ends the feed).
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head = True  # _head_bytes already counts this feed: reset when the head ends
         self._header_count = 0
+        self._header_bytes = 0
         self._chunks = 0
         if self._timer is None:
             self._arm(self.LIMITS.header_timeout_s)
@@ -185,20 +206,25 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_count += 1
-        violation = head_violation(self.LIMITS, 0, self._header_count, self._head_bytes)
+        self._header_bytes += len(name) + len(value) + 4
+        violation = head_violation(self.LIMITS, 0, self._header_count, self._header_bytes)
         if violation is not None:
             raise violation
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self._head_bytes = 0
+        # this feed's bytes past the head: "METHOD URL HTTP/1.1\r\n", "name: value\r\n"s, "\r\n"
+        head = len(self.parser.get_method()) + len(self.url) + 12 + self._header_bytes + 2
+        past_head, self._head_bytes = max(0, self._head_bytes - head), 0
         self._disarm()
         if len(self.connections) > self.LIMITS.max_connections and (
             httptools.parse_url(self.url).path not in RESERVED_PATHS
         ):
             raise Rejected(HTTPStatus.SERVICE_UNAVAILABLE, "too many connections; retry later")
         super().on_headers_complete()
+        self._chunked = any(n == b"transfer-encoding" for n, _ in self.headers)
+        self._framing = past_head  # on_body takes the body bytes back out
         self._arm(self.LIMITS.body_timeout_s)
 
     def on_chunk_header(self) -> None:
@@ -208,7 +234,12 @@ class GuardedProtocol(HttpToolsProtocol):
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"more than {self.LIMITS.max_chunks} chunks"
             )
 
+    def on_body(self, body: bytes) -> None:
+        self._framing -= len(body)
+        super().on_body(body)
+
     def on_message_complete(self) -> None:
+        self._chunked = False
         self._disarm()
         super().on_message_complete()
 

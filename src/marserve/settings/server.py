@@ -84,6 +84,7 @@ class ServerSettings:
     max_header_size: int = 16384  # all header lines together; 431 beyond
     max_header_count: int = 100  # 431 beyond
     max_chunk_count: int = 10000  # chunks in one chunked body; 413 beyond
+    max_chunk_extension_size: int = 1024  # chunk extensions (per chunk, on average); 400 beyond
     grpc_max_concurrent_streams: int = 100  # per gRPC connection
     grpc_keepalive_min_time_s: int = 10  # pings more often than this end the connection
     number_of_netty_threads: int = 0  # 0: number of CPUs (front-end concurrency hint)
@@ -171,6 +172,7 @@ _KEYS: dict[str, _Converter] = {
     "max_header_size": lambda v, k: to_int(v, k, 256, 2**24),
     "max_header_count": lambda v, k: to_int(v, k, 1, 10000),
     "max_chunk_count": to_positive_int,
+    "max_chunk_extension_size": lambda v, k: to_int(v, k, 0, 2**20),
     "grpc_max_concurrent_streams": to_positive_int,
     "grpc_keepalive_min_time": to_positive_int,
     "number_of_netty_threads": to_non_negative_int,
