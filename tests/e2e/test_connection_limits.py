@@ -323,3 +323,19 @@ def test_well_formed_chunked_body_within_limits_is_served(server) -> None:  # ty
     data, _ = _read_until_closed(sock, 5.0)
     sock.close()
     assert _status(data) == 404, data[:200]  # reached the app: no such model
+
+
+def test_grpc_metadata_over_max_header_size_is_refused(server) -> None:  # type: ignore[no-untyped-def]
+    import grpc
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    with grpc.insecure_channel(server.grpc_target()) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        live = stub.ServerLive(service_pb2.ServerLiveRequest(), timeout=5)
+        assert live.live
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ServerLive(
+                service_pb2.ServerLiveRequest(), metadata=[("x-big", "b" * 8000)], timeout=5
+            )
+        assert info.value.code() in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.INTERNAL)
+        assert stub.ServerLive(service_pb2.ServerLiveRequest(), timeout=5).live  # still serving
