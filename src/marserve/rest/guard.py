@@ -130,9 +130,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._seen = 0
         self._head_bytes = 0
         self._header_count = 0
-        self._header_bytes = (
-            0  # headers parsed so far (a feed may hold a body too: not _head_bytes)
-        )
+        self._header_bytes = 0  # parsed headers' size (a feed can hold body bytes too)
         self._chunks = 0
         self._chunked = False
         self._framing = 0  # chunked body: bytes fed minus body bytes (sizes, CRLFs, extensions)
