@@ -20,11 +20,12 @@ from bench.payloads import Payload, png_path
 from bench.report import MIB, NOISY_PCT, Row
 from bench.servers import ManagedServer, ServerNotReady, clean_env, probe, wait_first_prediction
 
-SERVER_CONFIGS = ("torchserve", "torchserve-1thread", "marserve")
+SERVER_CONFIGS = ("torchserve", "torchserve-1thread", "torchserve-tuned", "marserve")
 ROWS = ("png", "v1", "v2-json", "v2-binary", "grpc-raw")
 LABELS = {
     "torchserve": "TorchServe 0.12 default",
     "torchserve-1thread": "TorchServe 0.12 1 thread/worker",
+    "torchserve-tuned": "TorchServe 0.12 tuned",  # 1 thread/worker, quiet log4j2, same batching
     "marserve": "marserve",
     "ceiling": "model only, in-process",
 }
@@ -75,6 +76,8 @@ def points(plan: Plan, config: str) -> list[tuple[str, int]]:
         return [("png", c) for c in plan.concurrency] if png else []
     if config == "torchserve-1thread":
         return [("png", plan.thread_compare_concurrency)] if png else []
+    if config == "torchserve-tuned":  # the anchor: the concurrencies the targets name
+        return [("png", c) for c in plan.concurrency if c in (8, 32)] if png else []
     if config == "marserve":
         out = [("png", c) for c in plan.concurrency] if png else []
         return out + [(row, plan.extra_concurrency) for row in plan.rows if row != "png"]

@@ -85,6 +85,8 @@ def evaluate(rows: list[Row]) -> list[Check]:
     checks = [
         _ratio_check(rows, "torchserve", 8, 3.0, p99=True),
         _ratio_check(rows, "torchserve-1thread", 32, 1.3, p99=False),
+        _ratio_check(rows, "torchserve-tuned", 8, 1.5, p99=True),
+        _ratio_check(rows, "torchserve-tuned", 32, 1.5, p99=True),
     ]
     cold = _first(rows, "marserve", "cold_start_s")
     checks.append(

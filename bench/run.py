@@ -23,7 +23,7 @@ from bench import explain as explain_bench  # noqa: E402
 from bench import harness, loadgen, payloads, report  # noqa: E402
 from bench.marserve_server import Marserve  # noqa: E402
 from bench.servers import ManagedServer, free_ports, properties_text  # noqa: E402
-from bench.torchserve import TorchServe, build_archive, ensure_venv  # noqa: E402
+from bench.torchserve import TorchServe, build_archive, ensure_venv, quiet_log_config  # noqa: E402
 
 CACHE = REPO / "bench" / ".cache"
 MODEL = "mnist"
@@ -113,7 +113,8 @@ def make_server(config: str, bindir: Path, store: Path, archive: Path) -> Manage
         cores = str(os.cpu_count() or 1)
         extra["default_workers_per_model"] = cores
         threads = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        server = TorchServe(config, run_dir, ports, bindir, store, archive, threads)
+        log_config = quiet_log_config(run_dir) if config == "torchserve-tuned" else None
+        server = TorchServe(config, run_dir, ports, bindir, store, archive, threads, log_config)
     (run_dir / "config.properties").write_text(properties_text(ports, extra))
     return server
 

@@ -96,6 +96,7 @@ class TorchServe(ManagedServer):
         store: Path,
         archive: Path,
         extra_env: dict[str, str] | None = None,
+        log_config: Path | None = None,
     ) -> None:
         super().__init__(run_dir, ports)
         self.name = name
@@ -103,6 +104,7 @@ class TorchServe(ManagedServer):
         self.store = store
         self.archive = archive
         self.extra_env = dict(extra_env or {})
+        self.log_config = log_config
         self.config = run_dir / "config.properties"
         self.tmp = run_dir / "tmp"
 
@@ -127,6 +129,7 @@ class TorchServe(ManagedServer):
             "--ts-config",
             str(self.config),
             "--disable-token-auth",
+            *(["--log-config", str(self.log_config)] if self.log_config else []),
         ]
 
     def start(self) -> None:
@@ -175,3 +178,31 @@ class TorchServe(ManagedServer):
         self.snapshot()
         self.graceful_stop()
         procs.kill_all(procs.wait_gone(self.seen, timeout_s=30))
+
+
+# TorchServe's performance guide: no access log, warnings only (its default logs every request).
+QUIET_LOG4J2 = """<?xml version="1.0" encoding="UTF-8"?>
+<Configuration status="WARN">
+  <Appenders>
+    <Console name="STDOUT" target="SYSTEM_OUT">
+      <PatternLayout pattern="%d{ISO8601} [%-5p] %t %c - %m%n"/>
+    </Console>
+  </Appenders>
+  <Loggers>
+    <Logger name="ACCESS_LOG" level="off" additivity="false"/>
+    <Logger name="MODEL_LOG" level="warn" additivity="false"><AppenderRef ref="STDOUT"/></Logger>
+    <Logger name="MODEL_METRICS" level="off" additivity="false"/>
+    <Logger name="TS_METRICS" level="off" additivity="false"/>
+    <Logger name="org.pytorch" level="warn" additivity="false"><AppenderRef ref="STDOUT"/></Logger>
+    <Root level="warn"><AppenderRef ref="STDOUT"/></Root>
+  </Loggers>
+</Configuration>
+"""
+
+
+def quiet_log_config(run_dir: Path) -> Path:
+    """Write the quiet log4j2 config into ``run_dir`` and return its path."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "log4j2-quiet.xml"
+    path.write_text(QUIET_LOG4J2)
+    return path

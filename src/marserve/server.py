@@ -28,6 +28,7 @@ from marserve.protocol.limits import DecodeLimits
 from marserve.registry import ModelRegistry
 from marserve.repository import ModelStore
 from marserve.rest.app import application, inference_routes, management_routes
+from marserve.rest.guard import ConnectionLimits, check_fd_headroom, protocol_for
 from marserve.rest.metrics import ObservedApp, metrics_app, metrics_routes
 from marserve.rest.origin import BrowserGuard, BrowserPolicy
 from marserve.settings import Address, ServerSettings
@@ -89,6 +90,7 @@ class Server:
         self.access_log = access_log or AccessLog()
         self.dataplane = DataPlane(self.registry)
         self.limits = DecodeLimits()
+        self.connection_limits = ConnectionLimits.of(settings)
         self._staging = Path(tempfile.mkdtemp(prefix="marserve-models-"))
         self.manager = ModelManager(settings, self.store, self.registry, self._staging, self.env)
         self.auth = self._authority(key_file)
@@ -154,6 +156,7 @@ class Server:
             )
         elif metrics_at is not None:
             self.urls["metrics"] = self.urls[metrics_at]
+        check_fd_headroom(len(self._servers), self.connection_limits)
 
     def _metrics_at(self) -> str | None:
         """Where ``/metrics`` is served: on its own address, on a listener it shares, or not."""
@@ -208,9 +211,9 @@ class Server:
             log_level="warning",
             access_log=False,
             lifespan="off",
-            http="httptools",
+            http=protocol_for(self.connection_limits),
             loop="none",
-            timeout_keep_alive=30,
+            timeout_keep_alive=self.connection_limits.keep_alive_s,
             timeout_graceful_shutdown=30,
         )
         server = _Uvicorn(config)

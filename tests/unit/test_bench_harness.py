@@ -157,6 +157,7 @@ def test_points_follow_the_plan() -> None:
     plan = harness.Plan()
     assert harness.points(plan, "torchserve") == [("png", 1), ("png", 8), ("png", 32)]
     assert harness.points(plan, "torchserve-1thread") == [("png", 32)]
+    assert harness.points(plan, "torchserve-tuned") == [("png", 8), ("png", 32)]
     assert harness.points(plan, "marserve") == [
         ("png", 1),
         ("png", 8),
@@ -183,13 +184,16 @@ def test_evaluate_meets_targets() -> None:
     rows = [
         _row("torchserve", 8, 100.0, 50.0, cold_start_s=4.0, rss_mib=700.0),
         _row("torchserve-1thread", 32, 300.0, 120.0),
+        _row("torchserve-tuned", 8, 200.0, 30.0),
+        _row("torchserve-tuned", 32, 250.0, 100.0),
         _row("marserve", 8, 350.0, 20.0, cold_start_s=1.5, rss_mib=400.0),
         _row("marserve", 32, 400.0, 90.0, rss_mib=450.0),
     ]
     checks = report.evaluate(rows)
-    assert [check.met for check in checks] == [True, True, True, True]
+    assert [check.met for check in checks] == [True] * 6
     assert checks[0].evidence.startswith("3.50x")
-    assert "450 vs 700 MiB" in checks[3].evidence
+    assert checks[2].evidence.startswith("1.75x") and checks[3].evidence.startswith("1.60x")
+    assert "450 vs 700 MiB" in checks[5].evidence
 
 
 def test_evaluate_fails_on_low_ratio_higher_p99_or_errors() -> None:
@@ -198,11 +202,15 @@ def test_evaluate_fails_on_low_ratio_higher_p99_or_errors() -> None:
         _row("marserve", 8, 400.0, 60.0, cold_start_s=2.5),  # fast enough but p99 higher
         _row("torchserve-1thread", 32, 300.0, 120.0),
         _row("marserve", 32, 500.0, 90.0, errors=4),  # ratio met but with errors
+        _row("torchserve-tuned", 8, 300.0, 50.0),  # marserve 1.33x: under 1.5x
+        _row("torchserve-tuned", 32, 300.0, 120.0),
     ]
     checks = report.evaluate(rows)
     assert checks[0].met is False
     assert checks[1].met is False and "errors present" in checks[1].evidence
-    assert checks[2].met is False
+    assert checks[2].met is False and checks[2].evidence.startswith("1.33x")
+    assert checks[3].met is False and "errors present" in checks[3].evidence
+    assert checks[4].met is False
 
 
 def test_evaluate_reports_missing_rows_as_unknown() -> None:
@@ -210,7 +218,7 @@ def test_evaluate_reports_missing_rows_as_unknown() -> None:
         _row("torchserve", 8, 100.0, 50.0),
         report.Row("marserve", "marserve", "png", 8, note="not available"),
     ]
-    assert [check.met for check in report.evaluate(rows)] == [None, None, None, None]
+    assert [check.met for check in report.evaluate(rows)] == [None] * 6
 
 
 def test_markdown_and_json_outputs(tmp_path: Path) -> None:
@@ -318,8 +326,29 @@ def test_clean_env_drops_tuning_variables(monkeypatch: pytest.MonkeyPatch) -> No
 def test_cli_defaults_and_lists() -> None:
     args = parse_args([])
     assert args.concurrency == (1, 8, 32)
-    assert args.servers == ("torchserve", "torchserve-1thread", "marserve", "ceiling")
+    assert args.servers == (
+        "torchserve",
+        "torchserve-1thread",
+        "torchserve-tuned",
+        "marserve",
+        "ceiling",
+    )
     args = parse_args(["--concurrency", "2, 4", "--servers", "marserve", "--rows", "v1"])
     assert (args.concurrency, args.servers, args.rows) == ((2, 4), ("marserve",), ("v1",))
     with pytest.raises(SystemExit):
         parse_args(["--servers", "triton"])
+
+
+def test_tuned_torchserve_gets_the_quiet_log_config(tmp_path: Path) -> None:
+    from bench.servers import Ports
+    from bench.torchserve import TorchServe, quiet_log_config
+
+    path = quiet_log_config(tmp_path / "run")
+    assert '<Logger name="ACCESS_LOG" level="off"' in path.read_text()
+    ports = Ports(1, 2, 3, 4, 5)
+    tuned = TorchServe(
+        "torchserve-tuned", tmp_path, ports, tmp_path, tmp_path, tmp_path / "m.mar", {}, path
+    )
+    assert tuned.command()[-2:] == ["--log-config", str(path)]
+    plain = TorchServe("torchserve", tmp_path, ports, tmp_path, tmp_path, tmp_path / "m.mar")
+    assert "--log-config" not in plain.command()

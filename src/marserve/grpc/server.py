@@ -126,6 +126,16 @@ class GrpcListeners:
             ("grpc.max_receive_message_length", self.settings.max_request_size),
             ("grpc.max_send_message_length", self.settings.max_response_size),
             ("grpc.so_reuseport", 0),
+            ("grpc.max_concurrent_streams", self.settings.grpc_max_concurrent_streams),
+            # keep-alive enforcement: clients pinging more often than this get GOAWAY
+            (
+                "grpc.http2.min_ping_interval_without_data_ms",
+                1000 * self.settings.grpc_keepalive_min_time_s,
+            ),
+            ("grpc.http2.max_ping_strikes", 2),
+            ("grpc.keepalive_permit_without_calls", 0),
+            ("grpc.max_connection_idle_ms", 1000 * self.settings.keep_alive_timeout_s),
+            ("grpc.max_metadata_size", self.settings.max_header_size),
         ]
         server = grpc.aio.server(options=options)
         server.add_generic_rpc_handlers([h for api in apis for h in self._handlers(api)])

@@ -78,6 +78,18 @@ class ServerSettings:
     job_queue_size: int = 100
     max_request_size: int = TORCHSERVE_MAX_BODY
     max_response_size: int = TORCHSERVE_MAX_BODY
+    # Connection limits of every HTTP listener (and gRPC's streams/keep-alive): see rest/guard.py.
+    header_read_timeout_s: int = 10  # header_read_timeout: request line + headers in full
+    body_read_timeout_s: int = 60  # body_read_timeout: the body in full, after the headers
+    keep_alive_timeout_s: int = 30  # keep_alive_timeout: idle between requests
+    max_connections: int = 1000  # per listener; 503 beyond, refused beyond it plus the reserve
+    max_request_line_size: int = 8192  # 414 beyond
+    max_header_size: int = 16384  # all header lines together; 431 beyond
+    max_header_count: int = 100  # 431 beyond
+    max_chunk_count: int = 10000  # chunks in one chunked body; 413 beyond
+    max_chunk_extension_size: int = 1024  # chunk extensions (per chunk, on average); 400 beyond
+    grpc_max_concurrent_streams: int = 100  # per gRPC connection
+    grpc_keepalive_min_time_s: int = 10  # pings more often than this end the connection
     number_of_netty_threads: int = 0  # 0: number of CPUs (front-end concurrency hint)
     netty_client_threads: int = 0  # 0: number of CPUs
     number_of_gpu: int | None = None  # None: every visible GPU
@@ -156,6 +168,17 @@ _KEYS: dict[str, _Converter] = {
     "job_queue_size": to_positive_int,
     "max_request_size": lambda v, k: to_int(v, k, 1, 2**31 - 1),
     "max_response_size": lambda v, k: to_int(v, k, 1, 2**31 - 1),
+    "header_read_timeout": to_positive_int,
+    "body_read_timeout": to_positive_int,
+    "keep_alive_timeout": to_positive_int,
+    "max_connections": to_positive_int,
+    "max_request_line_size": lambda v, k: to_int(v, k, 64, 2**20),
+    "max_header_size": lambda v, k: to_int(v, k, 256, 2**24),
+    "max_header_count": lambda v, k: to_int(v, k, 1, 10000),
+    "max_chunk_count": to_positive_int,
+    "max_chunk_extension_size": lambda v, k: to_int(v, k, 0, 2**20),
+    "grpc_max_concurrent_streams": to_positive_int,
+    "grpc_keepalive_min_time": to_positive_int,
     "number_of_netty_threads": to_non_negative_int,
     "netty_client_threads": to_non_negative_int,
     "number_of_gpu": to_optional_non_negative_int,
@@ -187,6 +210,10 @@ _KEYS: dict[str, _Converter] = {
 _FIELD_OF = {
     "default_response_timeout": "default_response_timeout_s",
     "unregister_model_timeout": "unregister_model_timeout_s",
+    "header_read_timeout": "header_read_timeout_s",
+    "body_read_timeout": "body_read_timeout_s",
+    "keep_alive_timeout": "keep_alive_timeout_s",
+    "grpc_keepalive_min_time": "grpc_keepalive_min_time_s",
 }
 # Composed into other fields after conversion.
 _COMPOSED = frozenset(
