@@ -14,7 +14,9 @@ from marserve import __version__
 
 COMMANDS = {
     "archive": "marserve.cli.archive:archive",
+    "controller": "marserve.cli.controller:controller",
     "explain": "marserve.cli.explain:explain",
+    "kubeconfig": "marserve.cli.controller:kubeconfig",
     "serve": "marserve.cli.serve:serve",
     "stop": "marserve.cli.serve:stop",
 }
