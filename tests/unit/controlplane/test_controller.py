@@ -21,6 +21,9 @@ def test_controller_serves_api_and_runs_operators(tmp_path: Path) -> None:
 
     async def operator(store: Store, cfg: ControllerConfig) -> None:
         seen.append(cfg.gateway_port)
+        store.create("pods", {"metadata": {"name": "p1", "namespace": "default"}})
+        (cfg.pods_dir / "default" / "p1").mkdir(parents=True)
+        (cfg.pods_dir / "default" / "p1" / "kserve-container.log").write_bytes(b"a\nb\n")
         await asyncio.Event().wait()
 
     async def main() -> None:
@@ -77,6 +80,11 @@ def test_controller_serves_api_and_runs_operators(tmp_path: Path) -> None:
             assert [i["metadata"]["name"] for i in listed["items"]] == ["torchserve"]
             assert (await c.get(f"{BASE}/missing")).status_code == 404
             assert (await c.post(BASE, content=b"{not json")).status_code == 400
+            log = await c.get("/api/v1/namespaces/default/pods/p1/log?tailLines=1")
+            assert log.status_code == 200 and log.content == b"b\n"
+            pods = (await c.get("/api/v1/namespaces/default/pods")).json()
+            assert [p["metadata"]["name"] for p in pods["items"]] == ["p1"]
+            assert (await c.get("/api/v1/namespaces/default/pods/nope/log")).status_code == 404
         assert seen == [config.gateway_port]
         stop.set()
         await task

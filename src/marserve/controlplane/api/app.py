@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -10,11 +11,12 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from marserve import __version__
 from marserve.controlplane.admission import default_isvc, validate_isvc
+from marserve.controlplane.api.logs import follow, log_path, tail
 from marserve.controlplane.config import ControllerConfig
 from marserve.controlplane.errors import ApiError, BadRequest, NotFound
 from marserve.controlplane.store import Store
@@ -86,6 +88,25 @@ def build_app(store: Store, config: ControllerConfig) -> Starlette:
         ns = "" if resource == "namespaces" else p.get("namespace")
         return await _handle(request, resource, "v1", CORE[resource], ns)
 
+    async def pod_log(request: Request) -> Response:
+        p, q = request.path_params, request.query_params
+        store.get("pods", p["namespace"], p["name"])
+        path = log_path(config.pods_dir, p["namespace"], p["name"], q.get("container"))
+        raw = q.get("tailLines")
+        if raw is not None and not raw.lstrip("-").isdigit():
+            raise BadRequest(f"tailLines: invalid integer {raw!r}")
+        data = path.read_bytes()
+        first = tail(data, int(raw) if raw is not None else None)
+        if q.get("follow") not in ("true", "1"):
+            return Response(first, media_type="text/plain")
+
+        async def stream() -> AsyncIterator[bytes]:
+            yield first
+            async for chunk in follow(path, len(data)):
+                yield chunk
+
+        return StreamingResponse(stream(), media_type="text/plain")
+
     async def isvc(request: Request) -> Response:
         ns = request.path_params.get("namespace")
         return await _handle(request, ISVC, "serving.kserve.io/v1beta1", "InferenceService", ns)
@@ -151,6 +172,7 @@ def build_app(store: Store, config: ControllerConfig) -> Starlette:
         Route("/api/v1/{resource}", core, methods=methods),
         Route("/api/v1/{resource}/{name}", core, methods=methods),
         Route("/api/v1/namespaces/{namespace}/{resource}", core, methods=methods),
+        Route("/api/v1/namespaces/{namespace}/pods/{name}/log", pod_log),
         Route("/api/v1/namespaces/{namespace}/{resource}/{name}", core, methods=methods),
         Route(f"{base}/inferenceservices", isvc),
         Route(f"{base}/namespaces/{{namespace}}/inferenceservices", isvc, methods=methods),
