@@ -15,8 +15,10 @@ from marserve import __version__
 COMMANDS = {
     "archive": "marserve.cli.archive:archive",
     "container": "marserve.cli.container:container",
+    "controller": "marserve.cli.controller:controller",
     "explain": "marserve.cli.explain:explain",
     "export": "marserve.cli.export:export",
+    "kubeconfig": "marserve.cli.controller:kubeconfig",
     "serve": "marserve.cli.serve:serve",
     "stop": "marserve.cli.serve:stop",
     "storage": "marserve.cli.storage:storage",

@@ -1,0 +1,45 @@
+"""``marserve controller`` and ``marserve kubeconfig``: thin commands over the control plane."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import click
+
+
+def marserve_home() -> Path:
+    return Path(os.environ.get("MARSERVE_HOME") or Path.home() / ".marserve")
+
+
+@click.command()
+@click.option(
+    "--port", type=int, default=6443, show_default=True, help="API port; 0 picks a free one."
+)
+@click.option(
+    "--gateway-port", type=int, default=8080, show_default=True, help="0 picks a free one."
+)
+@click.option("--domain", default="example.com", show_default=True)
+@click.option(
+    "--home", type=click.Path(path_type=Path), default=None, help="Default: $MARSERVE_HOME."
+)
+def controller(port: int, gateway_port: int, domain: str, home: Path | None) -> None:
+    """Run the local KServe controller (Kubernetes API on 127.0.0.1) in the foreground."""
+    from marserve.controlplane.config import ControllerConfig
+    from marserve.controlplane.controller import run_controller
+
+    config = ControllerConfig(
+        home=home or marserve_home(), port=port, gateway_port=gateway_port, domain=domain
+    )
+    asyncio.run(run_controller(config))
+
+
+@click.command()
+@click.option("--home", type=click.Path(path_type=Path), default=None)
+def kubeconfig(home: Path | None) -> None:
+    """Print the kubeconfig the running controller wrote."""
+    path = (home or marserve_home()) / "kubeconfig"
+    if not path.exists():
+        raise click.ClickException(f"no kubeconfig at {path}: start `marserve controller` first")
+    click.echo(path.read_text(), nl=False)

@@ -1,0 +1,1 @@
+"""marserve's local KServe control plane; the data plane never imports this package."""

@@ -1,0 +1,31 @@
+"""The controller's configuration, built once at the edge and passed down."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_PORT = 6443
+DEFAULT_GATEWAY_PORT = 8080
+
+
+@dataclass(slots=True)
+class ControllerConfig:
+    """Where state lives and which ports and domain the controller uses (``0`` = a free port)."""
+
+    home: Path
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    gateway_port: int = DEFAULT_GATEWAY_PORT
+    domain: str = "example.com"
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "controlplane.db"
+
+    @property
+    def pods_dir(self) -> Path:
+        """Replica logs: ``pods/NAMESPACE/POD/CONTAINER.log``."""
+        return self.home / "pods"

@@ -1,0 +1,61 @@
+"""Control-plane errors, each carrying its Kubernetes Status reason and HTTP code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ApiError(Exception):
+    """An error the API answers as a Kubernetes ``Status`` object."""
+
+    reason = "InternalError"
+    code = 500
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def status(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        }
+        if self.field is not None:
+            body["details"] = {"causes": [{"field": self.field, "message": self.message}]}
+        return body
+
+
+class BadRequest(ApiError):
+    reason = "BadRequest"
+    code = 400
+
+
+class NotFound(ApiError):
+    reason = "NotFound"
+    code = 404
+
+
+class AlreadyExists(ApiError):
+    reason = "AlreadyExists"
+    code = 409
+
+
+class Conflict(ApiError):
+    reason = "Conflict"
+    code = 409
+
+
+class Gone(ApiError):
+    reason = "Expired"
+    code = 410
+
+
+class Invalid(ApiError):
+    reason = "Invalid"
+    code = 422
