@@ -1,0 +1,1 @@
+"""Local KServe control plane: autoscaling, traffic and admission components."""
