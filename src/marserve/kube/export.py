@@ -10,6 +10,8 @@ from typing import Any
 
 import yaml
 
+from marserve.controlplane.admission import default_isvc, validate_isvc
+from marserve.controlplane.errors import ApiError
 from marserve.errors import ConfigError
 from marserve.kube.validate import problems
 
@@ -58,6 +60,16 @@ def check_isvc(doc: object) -> dict[str, Any]:
     return doc
 
 
+def admitted(isvc: dict[str, Any]) -> dict[str, Any]:
+    """The InferenceService as KServe's webhooks store it: defaulted, then validated."""
+    defaulted = default_isvc(isvc)
+    try:
+        validate_isvc(defaulted)
+    except ApiError as err:
+        raise ConfigError(f"invalid InferenceService: {err}") from None
+    return defaulted
+
+
 def knative_only(doc: Mapping[str, Any]) -> list[str]:
     """Features the file uses that only Knative mode implements."""
     found = []
@@ -81,7 +93,7 @@ def export_kserve(doc: object, *, runtime: bool, deployment_mode: str) -> Export
     """The checked InferenceService (after the runtime when asked) and Knative-only warnings."""
     if deployment_mode not in DEPLOYMENT_MODES:
         raise ConfigError(f"--deployment-mode must be one of {', '.join(DEPLOYMENT_MODES)}")
-    isvc = check_isvc(doc)
+    isvc = admitted(check_isvc(doc))
     mode = (isvc["metadata"].get("annotations") or {}).get(_MODE_ANNOTATION, deployment_mode)
     warnings: list[str] = []
     if mode not in _KNATIVE:
