@@ -226,11 +226,16 @@ def test_sigterm_drains_requests_in_flight_then_exits(image: str, model_root: Pa
     container = start(image, model_root, "PROTOCOL_VERSION=v2")
     try:
         wait_ready(container)
+        # 4 x 24 explained rows (within the default job queue of 100): seconds of work, so the
+        # requests are still running when the signal comes, however fast the machine.
+        instances = json.loads(V1)["instances"] * 24
+        body = json.dumps({"instances": instances}).encode()
         with ThreadPoolExecutor(4) as pool:
             flights = [
-                pool.submit(post, container, "/v1/models/mnist:explain", V1, 120) for _ in range(4)
+                pool.submit(post, container, "/v1/models/mnist:explain", body, 120)
+                for _ in range(4)
             ]
-            time.sleep(0.5)
+            time.sleep(0.3)
             assert not any(f.done() for f in flights), "requests finished before SIGTERM"
             sent = time.monotonic()
             podman("kill", "--signal", "TERM", container.name)
