@@ -135,7 +135,9 @@ class GrpcListeners:
             ("grpc.http2.max_ping_strikes", 2),
             ("grpc.keepalive_permit_without_calls", 0),
             ("grpc.max_connection_idle_ms", 1000 * self.settings.keep_alive_timeout_s),
+            # gRPC rejects metadata between its soft and hard limits only at random: one limit.
             ("grpc.max_metadata_size", self.settings.max_header_size),
+            ("grpc.absolute_max_metadata_size", self.settings.max_header_size),
         ]
         server = grpc.aio.server(options=options)
         server.add_generic_rpc_handlers([h for api in apis for h in self._handlers(api)])
