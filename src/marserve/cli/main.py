@@ -16,6 +16,7 @@ COMMANDS = {
     "archive": "marserve.cli.archive:archive",
     "container": "marserve.cli.container:container",
     "controller": "marserve.cli.controller:controller",
+    "convert": "marserve.cli.convert:convert",
     "explain": "marserve.cli.explain:explain",
     "export": "marserve.cli.export:export",
     "kubeconfig": "marserve.cli.controller:kubeconfig",
