@@ -91,6 +91,7 @@ class Buckets:
         elif second < self.last - self.window:
             return  # older than anything the window still holds
         self.last = max(self.last, second)
+        self.first = second if self.first is None else min(self.first, second)
         self.values[second] = self.values.get(second, 0.0) + value
         for old in [s for s in self.values if s <= self.last - self.window]:
             del self.values[old]

@@ -315,13 +315,15 @@ def test_panic_holds_for_a_stable_window_then_halves_per_tick() -> None:
 def test_panic_exit_needs_a_stable_window_below_the_threshold() -> None:
     run = idle_run(settings(SEED))
     run.advance(6, 50.0)
-    assert run.log[-1][2]
     last_over = run.state.panic_since
-    assert last_over is not None
-    run.advance(60, 8.0)  # 8 replicas now: 8 x 7 per replica is enough, no longer over 200 %
-    assert run.state.panic_since == last_over or run.state.panic_since is None
-    run.advance(10, 8.0)
+    assert run.log[-1][2] and last_over is not None and run.ready == 8
+    # 8 concurrent on 8 replicas is under 200 %: panic ends a stable window after the last
+    # tick over the threshold, not before.
+    run.advance(last_over + 60 - run.now, 8.0)
+    assert run.state.panic_since == last_over and run.log[-1][2]
+    run.advance(2, 8.0)
     assert run.state.panic_since is None and not run.log[-1][2]
+    assert run.replicas()[-1] == 4  # out of panic: ceil(8 / 7) = 2, halved per tick from 8
 
 
 def test_scale_up_is_limited_by_max_scale_up_rate() -> None:
