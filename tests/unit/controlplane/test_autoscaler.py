@@ -539,3 +539,20 @@ def test_bad_config_autoscaler_values(config: dict[str, str], message: str) -> N
     with pytest.raises(ValueError) as caught:
         kpa.defaults_from(config)
     assert message in str(caught.value)
+
+
+def test_activation_scale_is_the_fewest_replicas_under_any_traffic() -> None:
+    s = settings({**SEED, "activation-scale": "3"}, {"minReplicas": 0})
+    run = Run(s, ready=1)
+    run.advance(30, 1.0)
+    assert run.ready == 3  # 1 concurrent wants 1 replica, activation-scale asks for 3
+    run.advance(200, 0.0)
+    assert run.ready == 0
+
+
+def test_a_late_record_within_the_window_still_counts() -> None:
+    buckets = kpa.Buckets(6)
+    buckets.record(10, 6.0)
+    buckets.record(8, 6.0)  # arrives late, still inside the window
+    buckets.record(1, 100.0)  # older than the window: dropped
+    assert buckets.average(10) == pytest.approx(12 / 3)
