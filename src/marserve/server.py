@@ -19,11 +19,11 @@ import uvicorn
 from starlette.middleware.cors import CORSMiddleware
 
 from marserve import __version__
-from marserve.access_log import AccessLog
 from marserve.auth import TokenAuthority
 from marserve.dataplane import DataPlane
 from marserve.management import ModelManager
-from marserve.metrics import ServerMetrics
+from marserve.observability.access_log import AccessLog
+from marserve.observability.metrics import ServerMetrics
 from marserve.protocol.limits import DecodeLimits
 from marserve.registry import ModelRegistry
 from marserve.repository import ModelStore

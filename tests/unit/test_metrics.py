@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from marserve.batching import QueueFull
 from marserve.errors import RequestTimeout
-from marserve.metrics import ServerMetrics, rejection_reason, status_label
+from marserve.observability.metrics import ServerMetrics, rejection_reason, status_label
 from marserve.registry import ModelRegistry
 from marserve.workers.messages import BatchResult, MetricRecord
 from marserve.workers.pool import Worker, WorkerState

@@ -19,10 +19,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Message
 
-from marserve.access_log import AccessLog
 from marserve.batching import QueueFull
 from marserve.errors import Unauthenticated
-from marserve.metrics import ServerMetrics
+from marserve.observability.access_log import AccessLog
+from marserve.observability.metrics import ServerMetrics
 from marserve.registry import ModelRegistry
 from marserve.rest.errors import EXCEPTION_HANDLERS
 from marserve.rest.metrics import CLIENT_CLOSED, ObservedApp, classify, metrics_app

@@ -12,8 +12,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from marserve.access_log import AccessLog, request_id_from
-from marserve.metrics import ServerMetrics, rejection_reason
+from marserve.observability.access_log import AccessLog, request_id_from
+from marserve.observability.metrics import ServerMetrics, rejection_reason
 from marserve.rest.errors import ERROR_KEY, EXCEPTION_HANDLERS, REQUEST_ID_KEY
 
 CLIENT_CLOSED = 499  # no response was sent: the client went away first (nginx's code)

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from marserve.access_log import LOG_FORMAT_ENV, configure_worker_logging
 from marserve.handlers.metrics import MetricsCache, batch_measurements
+from marserve.observability.access_log import LOG_FORMAT_ENV, configure_worker_logging
 from marserve.workers import tuning, wire
 from marserve.workers.messages import Batch, BatchResult, ItemResult, Loaded, LoadModel
 

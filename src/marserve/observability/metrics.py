@@ -2,7 +2,9 @@
 
 ``ServerMetrics`` is built by the Server (one per process, on its own ``CollectorRegistry``) and
 handed to whatever measures: the REST observer, the gRPC adapter (``observe_request``) and each
-model's batch path (``ModelMetrics``, attached to the handle when it is registered). Workers
+model's batch path (``ModelMetrics``, handed to the model source when it tells of a new model).
+Metrics never reach into the registry: it tells them (``model_added``/``model_removed``), resolves
+request names (``lookup``) and hands over state snapshots at scrape time (``snapshots``). Workers
 send their measurements with every ``BatchResult``; only the front process holds metrics.
 
 Families, by origin:
@@ -25,10 +27,9 @@ counted under ``model=""``, and a status outside 100-599 as ``status="other"``.
 
 from __future__ import annotations
 
-import collections
 import socket
 from collections.abc import Collection, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, UnknownMetricFamily
@@ -37,15 +38,11 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from marserve.batching import QueueFull
-from marserve.custom_metrics import HandlerMetrics
-from marserve.errors import MarserveError, RequestTimeout
-from marserve.system_metrics import GPU_FAMILIES, SystemMetrics
+from marserve.errors import QueueFull, RequestTimeout
+from marserve.observability.custom_metrics import HandlerMetrics
+from marserve.observability.model_state import ModelSource, ModelState
+from marserve.observability.system_metrics import GPU_FAMILIES, SystemMetrics
 from marserve.workers.messages import BatchResult
-from marserve.workers.pool import WorkerState
-
-if TYPE_CHECKING:
-    from marserve.registry import ModelHandle, ModelRegistry
 
 LATENCY_BUCKETS = (
     0.001,
@@ -238,46 +235,6 @@ class TorchServeCompat:
             yield gauge
 
 
-class ModelState:
-    """Gauges read from the registry at scrape time: queues, readiness, workers, restarts."""
-
-    def __init__(self, models: ModelRegistry, hostname: str) -> None:
-        self.models = models
-        self.hostname = hostname
-
-    def collect(self) -> Iterator[Metric]:
-        pair = ["model", "version"]
-        depth = GaugeMetricFamily(
-            "marserve_queue_depth", "Requests waiting for a worker", labels=pair
-        )
-        ready = GaugeMetricFamily("marserve_model_ready", "1 when a worker is live", labels=pair)
-        workers = GaugeMetricFamily(
-            "marserve_workers", "Worker processes by state", labels=[*pair, "state"]
-        )
-        restarts = CounterMetricFamily(
-            "marserve_worker_restarts", "Worker processes restarted after exiting", labels=pair
-        )
-        load = GaugeMetricFamily(
-            "WorkerLoadTime",
-            "Time a live worker took to load its model (ms)",
-            labels=["WorkerName", "Level", "Hostname"],
-        )
-        for handle in list(self.models):
-            values = [handle.name, handle.version]
-            depth.add_metric(values, float(handle.queue_depth))
-            ready.add_metric(values, 1.0 if handle.ready else 0.0)
-            restarts.add_metric(values, float(handle.pool.restarts))
-            states = collections.Counter(worker.state for worker in handle.pool.workers)
-            for state in WorkerState:
-                workers.add_metric([*values, state.value.lower()], float(states[state]))
-            for worker in list(handle.pool.workers):
-                seconds = worker.load_seconds
-                if worker.alive and seconds is not None:
-                    name = f"W-{worker.load.worker_index}-{handle.name}_{handle.version}"
-                    load.add_metric([name, "Host", self.hostname], seconds * 1000.0)
-        yield from (depth, ready, workers, restarts, load)
-
-
 class _Only:
     """A registry view keeping the families (or samples) named in TorchServe's ``name[]``."""
 
@@ -302,7 +259,7 @@ class ServerMetrics:
 
     def __init__(
         self,
-        models: ModelRegistry,
+        models: ModelSource,
         *,
         registry: CollectorRegistry | None = None,
         hostname: str | None = None,
@@ -329,10 +286,7 @@ class ServerMetrics:
         self.registry.register(self.handler)
         self._exported = sample_names({**own, **{n: "gauge" for n in HANDLER_DEFAULTS}})
         self.unknown = ModelMetrics(self, UNKNOWN_MODEL, "")
-        models.on_add.append(self.attach)
-        models.on_remove.append(self.detach)
-        for handle in models:
-            self.attach(handle)
+        models.watch(self)
 
     def _declare(self, r: CollectorRegistry) -> None:
         self.requests = Counter(
@@ -386,13 +340,13 @@ class ServerMetrics:
             metrics = self._by_model[(name, version)] = ModelMetrics(self, name, version)
         return metrics
 
-    def attach(self, handle: ModelHandle) -> None:
-        """Registry hook: a model version was registered."""
-        handle.metrics = self.model(handle.name, handle.version)
+    def model_added(self, name: str, version: str) -> ModelMetrics:
+        """Told: a model version was registered; returns the series its batches report to."""
+        return self.model(name, version)
 
-    def detach(self, handle: ModelHandle) -> None:
-        """Registry hook: a model version was unregistered; its series go."""
-        metrics = self._by_model.pop((handle.name, handle.version), None)
+    def model_removed(self, name: str, version: str) -> None:
+        """Told: a model version was unregistered; its series go."""
+        metrics = self._by_model.pop((name, version), None)
         if metrics is not None:
             metrics.forget()
 
@@ -400,11 +354,10 @@ class ServerMetrics:
         """The series for a request naming ``name``/``version``; unknown names share one."""
         if not name:
             return self.unknown
-        try:
-            handle = self.models.get(name, version or None)
-        except MarserveError:
+        found = self.models.lookup(name, version or None)
+        if found is None:
             return self.unknown
-        return self.model(handle.name, handle.version)
+        return self.model(*found)
 
     # requests ---------------------------------------------------------------------------------
     def observe_status(self, status: int) -> None:
