@@ -53,9 +53,8 @@ class ModelSource(Protocol):
 class ModelState:
     """Gauges from the snapshots at scrape time: queues, readiness, workers, restarts."""
 
-    def __init__(self, models: ModelSource, hostname: str) -> None:
+    def __init__(self, models: ModelSource) -> None:
         self.models = models
-        self.hostname = hostname
 
     def collect(self) -> Iterator[Metric]:
         pair = ["model", "version"]
@@ -69,11 +68,6 @@ class ModelState:
         restarts = CounterMetricFamily(
             "marserve_worker_restarts", "Worker processes restarted after exiting", labels=pair
         )
-        load = GaugeMetricFamily(
-            "WorkerLoadTime",
-            "Time a live worker took to load its model (ms)",
-            labels=["WorkerName", "Level", "Hostname"],
-        )
         for snap in self.models.snapshots():
             values = [snap.name, snap.version]
             depth.add_metric(values, float(snap.queue_depth))
@@ -81,6 +75,23 @@ class ModelState:
             restarts.add_metric(values, float(snap.restarts))
             for state, count in snap.workers.items():
                 workers.add_metric([*values, state.lower()], float(count))
+        yield from (depth, ready, workers, restarts)
+
+
+class WorkerLoadTimes:
+    """TorchServe's ``WorkerLoadTime``: how long each live worker took to load its model (ms)."""
+
+    def __init__(self, models: ModelSource, hostname: str) -> None:
+        self.models = models
+        self.hostname = hostname
+
+    def collect(self) -> Iterator[Metric]:
+        load = GaugeMetricFamily(
+            "WorkerLoadTime",
+            "Torchserve prometheus gauge metric with unit: Milliseconds",
+            labels=["WorkerName", "Level", "Hostname"],
+        )
+        for snap in self.models.snapshots():
             for worker, seconds in snap.load_seconds:
                 load.add_metric([worker, "Host", self.hostname], seconds * 1000.0)
-        yield from (depth, ready, workers, restarts, load)
+        yield load
