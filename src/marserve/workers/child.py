@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from marserve.handlers.loader import HandlerError
 from marserve.handlers.metrics import MetricsCache, batch_measurements
 from marserve.observability.access_log import LOG_FORMAT_ENV, configure_worker_logging
 from marserve.workers import tuning, wire
@@ -205,7 +206,9 @@ def serve(sock: socket.socket) -> int:
         entry, context, loaded = load(message)
     except Exception as exc:
         log.exception("loading model %s failed", message.model_name)
-        wire.send(sock, Loaded(pid=os.getpid(), device="", error=f"{type(exc).__name__}: {exc}"))
+        error = f"{type(exc).__name__}: {exc}"
+        permanent = isinstance(exc, (HandlerError, ImportError, SyntaxError))
+        wire.send(sock, Loaded(os.getpid(), "", error, permanent=permanent))
         return 1
     wire.send(sock, loaded)
     while True:
