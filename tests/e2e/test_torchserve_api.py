@@ -9,9 +9,11 @@ compatibility section says why, and the case asserts marserve's answer.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
@@ -210,3 +212,28 @@ def test_options_on_the_metrics_listener(server: RunningServer) -> None:
     answer = httpx.request("OPTIONS", server.urls["metrics"] + "/")
     assert answer.status_code == 200
     assert "/metrics" in answer.json()["paths"]
+
+
+def test_token_auth_with_torchserves_test_config(tmp_path: Path, probe_store: Path) -> None:
+    """``token_expiration_min=0.25`` (TorchServe's own test config) starts, keys expire in 15 s;
+    a wrong or missing key is 401 with a Bearer challenge (TorchServe: 400; README: why)."""
+    config = write_config(tmp_path / "config.properties", token_expiration_min="0.25")
+    config.write_text(config.read_text().replace("disable_token_authorization=true\n", ""))
+    key_file = tmp_path / "key_file.json"
+    running = start_server(tmp_path, probe_store, config, "--key-file", str(key_file), wait=False)
+    try:
+        document = json.loads(key_file.read_text())
+        expires = datetime.fromisoformat(document["inference"]["expiration time"])
+        left = (expires - datetime.now(timezone.utc)).total_seconds()
+        assert 0 < left <= 15.5, left
+        with httpx.Client(base_url=running.urls["management"]) as client:
+            for headers in ({}, {"Authorization": "Bearer wrong"}):
+                refused = client.get("/models", headers=headers)
+                assert refused.status_code == 401, refused.text
+                assert refused.headers["www-authenticate"].startswith("Bearer")
+                assert "Token authorization failed" in refused.json()["message"]
+            key = document["management"]["key"]
+            listed = client.get("/models", headers={"Authorization": f"Bearer {key}"})
+            assert listed.status_code == 200, listed.text
+    finally:
+        assert running.stop() == 0, running.log()
