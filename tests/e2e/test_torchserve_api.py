@@ -9,6 +9,7 @@ compatibility section says why, and the case asserts marserve's answer.
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import time
@@ -18,8 +19,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 
+from tests.e2e.conftest import ARCHIVER, run
 from tests.e2e.server import RunningServer, start_server, write_config
+from tests.unit.vision_models import CLASSIFIER, DETECTOR, SEGMENTER, model_dir
 
 # A fast deterministic failure: well under TorchServe's 120 s startup timeout (CI is slow).
 FAIL_FAST_S = 30.0
@@ -36,6 +40,7 @@ def server(
     shutil.copy(ts_mnist_store / "mnist.mar", store / "mnist.mar")
     config = write_config(tmp / "config.properties", enable_model_api="true")
     running = start_server(tmp, store, config)
+    running.store = store  # type: ignore[attr-defined]
     running.mgmt = httpx.Client(base_url=running.urls["management"], timeout=120)  # type: ignore[attr-defined]
     yield running
     running.mgmt.close()  # type: ignore[attr-defined]
@@ -237,3 +242,42 @@ def test_token_auth_with_torchserves_test_config(tmp_path: Path, probe_store: Pa
             assert listed.status_code == 200, listed.text
     finally:
         assert running.stop() == 0, running.log()
+
+
+def red_png(size: tuple[int, int]) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, (255, 0, 0)).save(out, format="PNG")
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("name", "source", "archived_as", "handler"),
+    [
+        ("detector", DETECTOR, "object_detector", None),
+        ("segmenter", SEGMENTER, "image_segmenter", None),
+        ("densenet", CLASSIFIER, "image_classifier", "densenet_handler"),  # the API's handler
+    ],
+)
+def test_torchserve_vision_builtins_serve_without_torchvision(
+    server: RunningServer, tmp_path: Path, name: str, source: str, archived_as: str,
+    handler: str | None,
+) -> None:  # fmt: skip
+    folder = model_dir(tmp_path / name, source, '{"1": "whole", "0": "first"}')
+    run(ARCHIVER, "--model-name", name, "--version", "1.0", "--model-file", folder / "model.py",
+        "--serialized-file", folder / "model.pt", "--extra-files", folder / "index_to_name.json",
+        "--handler", archived_as, "--export-path", server.store)  # type: ignore[attr-defined]  # fmt: skip
+    query = f"url={name}.mar&initial_workers=1&synchronous=true"
+    answer = call(server, "POST", f"/models?{query}" + (f"&handler={handler}" if handler else ""))
+    try:
+        assert answer.status_code == 200, answer.text
+        reply = server.client.post(f"/predictions/{name}", content=red_png((20, 10)))
+        assert reply.status_code == 200, reply.text
+        body = reply.json()
+        if name == "detector":
+            assert body == [{"whole": [0.0, 0.0, 20.0, 10.0], "score": 1.0}]
+        elif name == "segmenter":
+            assert len(body) == 224 and len(body[0]) == 224 and body[0][0][0] == 1.0
+        else:
+            assert len(body) == 5 and next(iter(body[0])) == "first"
+    finally:
+        call(server, "DELETE", f"/models/{name}")

@@ -21,11 +21,12 @@ EntryPoint = Callable[[list[dict[str, Any]] | None, Context], list[Any]]
 BUILTIN_HANDLERS = {
     "base_handler": "marserve.handlers.base_handler",
     "image_classifier": "marserve.handlers.image_classifier",
+    "object_detector": "marserve.handlers.object_detector",
+    "image_segmenter": "marserve.handlers.image_segmenter",
+    "densenet_handler": "marserve.handlers.densenet_handler",
 }
-# TorchServe built-ins marserve does not ship (they need torchvision or text tokenizers).
-UNSUPPORTED_BUILTINS = frozenset(
-    {"object_detector", "text_classifier", "image_segmenter", "text_handler", "densenet_handler"}
-)
+# TorchServe built-ins marserve does not ship (they need text tokenizers).
+UNSUPPORTED_BUILTINS = frozenset({"text_classifier", "text_handler"})
 
 
 class HandlerError(ValueError):
