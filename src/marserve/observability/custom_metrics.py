@@ -185,6 +185,10 @@ class HandlerMetrics:
         self._refuse(name, why)
         return None
 
+    def names(self) -> list[str]:
+        """The families handlers have recorded so far."""
+        return list(self._families)
+
     def collect(self) -> Iterator[Metric]:
         for family in list(self._families.values()):
             doc = f"Torchserve prometheus {family.kind} metric with unit: {family.unit or 'unit'}"

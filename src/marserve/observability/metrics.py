@@ -40,7 +40,6 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
-from prometheus_client.registry import Collector
 
 from marserve.errors import QueueFull, RequestTimeout
 from marserve.observability.custom_metrics import HandlerMetrics
@@ -206,6 +205,10 @@ class TorchServeSeries:
 class TorchServeCompat:
     """TorchServe's frontend metrics, by its names and labels, from marserve's measurements."""
 
+    NAMES = ("Requests2XX", "Requests4XX", "Requests5XX", "ts_inference_requests",
+             "ts_inference_latency_microseconds", "ts_queue_latency_microseconds", "QueueTime",
+             "WorkerThreadTime")  # fmt: skip
+
     def __init__(self, hostname: str) -> None:
         self.hostname = hostname
         self._series: dict[tuple[str, str], TorchServeSeries] = {}
@@ -261,11 +264,24 @@ class TorchServeCompat:
             yield gauge
 
 
+class _Listed:
+    """Families collected once, as a source for an encoder."""
+
+    def __init__(self, metrics: list[Metric]) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.metrics)
+
+
 class _Only:
     """A registry view keeping the families (or samples) named in TorchServe's ``name[]``."""
 
     def __init__(
-        self, registry: CollectorRegistry, names: Collection[str], skip: Collection[str] = ()
+        self,
+        registry: CollectorRegistry | _Listed,
+        names: Collection[str],
+        skip: Collection[str] = (),
     ) -> None:
         self.registry = registry
         self.names = frozenset(names)
@@ -306,20 +322,16 @@ class ServerMetrics:
         loads = WorkerLoadTimes(models, self.hostname)
         for collector in (self.compat, ModelState(models), loads):
             self.registry.register(collector)
-        # TorchServe's families, written in its text form (see torchserve_text).
-        self._torchserve: list[Collector] = [self.compat, loads]
         self.system: SystemMetrics | None = None
         if system_metrics:
             self.system = SystemMetrics(self.hostname, find_nvidia_smi=find_nvidia_smi)
             self.registry.register(self.system)
-            self._torchserve.append(self.system)
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         own = {metric.name: metric.type for metric in self.registry.collect()}
         own.update({name: "gauge" for name in GPU_FAMILIES})
         self.handler = HandlerMetrics(self.hostname, reserved=sample_names(own))
         self.registry.register(self.handler)
-        self._torchserve.append(self.handler)
         self._exported = sample_names({**own, **{n: "gauge" for n in HANDLER_DEFAULTS}})
         self.unknown = ModelMetrics(self, UNKNOWN_MODEL, "")
         models.watch(self)
@@ -440,9 +452,18 @@ class ServerMetrics:
         if not content_type.startswith("text/plain"):
             source = _Only(self.registry, names) if names else self.registry
             return encoder(source), content_type
-        theirs = [metric for collector in self._torchserve for metric in collector.collect()]
-        ours = _Only(self.registry, names, skip={metric.name for metric in theirs})
+        torchserve = self._torchserve_names()
+        collected = list(self.registry.collect())  # once: host readings are not free
+        theirs = [metric for metric in collected if metric.name in torchserve]
+        ours = _Only(_Listed(collected), names, skip=torchserve)
         return encoder(ours) + render(theirs, names).encode(), content_type
+
+    def _torchserve_names(self) -> frozenset[str]:
+        """TorchServe's families, written in its text form (see ``torchserve_text``)."""
+        names = {*TorchServeCompat.NAMES, "WorkerLoadTime", *self.handler.names()}
+        if self.system is not None:
+            names.update(self.system.families)
+        return frozenset(names)
 
     def exported_names(self) -> frozenset[str]:
         """Every sample name marserve itself can export (dashboards may use only these)."""
