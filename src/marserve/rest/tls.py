@@ -23,7 +23,7 @@ from marserve.errors import ConfigError
 from marserve.settings import ServerSettings
 
 TLS_HANDSHAKE = 0x16  # the content type of a TLS record that opens a handshake
-HANDSHAKE_TIMEOUT_S = 10
+HANDSHAKE_TIMEOUT_S = 10  # the first byte, then the handshake, each within this
 PLAIN_HTTP_MESSAGE = "This marserve instance only accepts HTTPS requests"
 
 
@@ -38,18 +38,24 @@ def _plain_http_answer() -> bytes:
 
 def server_context(settings: ServerSettings) -> ssl.SSLContext:
     """The TLS context of the REST listeners, from the PEM files or the PKCS12 keystore."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     key, cert = settings.private_key_file, settings.certificate_file
+    pem = key is not None and cert is not None
+    if not pem and settings.keystore is None:
+        raise ConfigError(
+            "an https:// address needs private_key_file and certificate_file (PEM) "
+            "or keystore and keystore_pass (PKCS12)"
+        )
+    if not pem and settings.keystore_type.upper() not in ("PKCS12", "P12"):
+        raise ConfigError(
+            f"keystore_type={settings.keystore_type}: marserve reads PKCS12 keystores "
+            "(convert with keytool -importkeystore -deststoretype PKCS12)"
+        )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
         if key is not None and cert is not None:
             context.load_cert_chain(str(cert), str(key))
-        elif settings.keystore is not None:
-            _load_keystore(context, settings)
         else:
-            raise ConfigError(
-                "an https:// address needs private_key_file and certificate_file (PEM) "
-                "or keystore and keystore_pass (PKCS12)"
-            )
+            _load_keystore(context, settings)
     except (OSError, ssl.SSLError, ValueError) as exc:
         raise ConfigError(f"cannot load the TLS key and certificate: {exc}") from None
     return context
@@ -63,11 +69,6 @@ def _load_keystore(context: ssl.SSLContext, settings: ServerSettings) -> None:
         pkcs12,
     )
 
-    if settings.keystore_type.upper() not in ("PKCS12", "P12"):
-        raise ConfigError(
-            f"keystore_type={settings.keystore_type}: marserve reads PKCS12 keystores "
-            "(convert with keytool -importkeystore -deststoretype PKCS12)"
-        )
     assert settings.keystore is not None
     password = (settings.keystore_pass or "").encode()
     key, cert, chain = pkcs12.load_key_and_certificates(
@@ -96,19 +97,31 @@ class _TlsOnly(asyncio.Protocol):
 
     INNER: type[asyncio.Protocol]
     CONTEXT: ssl.SSLContext
+    FIRST_BYTE_TIMEOUT_S: float = HANDSHAKE_TIMEOUT_S
 
     def __init__(self, **kwargs: Any) -> None:
         self._kwargs = kwargs
         self._transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        # a connection that sends nothing must not be held open for ever
+        self._timer = asyncio.get_running_loop().call_later(
+            self.FIRST_BYTE_TIMEOUT_S, transport.close
+        )
+
+    def _decided(self) -> None:
+        self._transport = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def data_received(self, data: bytes) -> None:
         transport = self._transport
         if transport is None or not data:
             return
-        self._transport = None  # decided: this protocol is done with the connection
+        self._decided()  # this protocol is done with the connection
         if data[0] != TLS_HANDSHAKE:
             transport.write(_plain_http_answer())
             transport.close()
@@ -139,7 +152,7 @@ class _TlsOnly(asyncio.Protocol):
         return None  # closed before a byte: nothing to answer
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._transport = None
+        self._decided()
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:
