@@ -25,6 +25,7 @@ from marserve.errors import (
     MethodNotAllowed,
     ModelNotFound,
 )
+from marserve.handler_metadata import customized_metadata
 from marserve.handlers.loader import api_handler
 from marserve.management_params import Registration, check_runtime, paging
 from marserve.registry import ModelHandle, ModelRegistry
@@ -401,6 +402,19 @@ class ModelManager:
         else:
             handles = [self.registry.get(name, version)]
         return Answer(200, [self._describe(h) for h in handles])
+
+    async def describe_customized(self, name: str, version: str | None = None) -> Answer:
+        """``GET /models/{m}?customized=true``: also the handler's ``describe_handle()``
+        (``customizedMetadata``), asked of a live worker of each version."""
+        answer = self.describe(name, version)
+        handles = (
+            self.registry.versions(name) if version == "all" else [self.registry.get(name, version)]
+        )
+        for entry, handle in zip(answer.body, handles, strict=True):
+            metadata = await customized_metadata(handle)
+            if metadata is not None:
+                entry["customizedMetadata"] = metadata
+        return answer
 
     def _url_of(self, handle: ModelHandle) -> str:
         return self._urls.get((handle.name, handle.version), "")

@@ -281,3 +281,42 @@ def test_torchserve_vision_builtins_serve_without_torchvision(
             assert len(body) == 5 and next(iter(body[0])) == "first"
     finally:
         call(server, "DELETE", f"/models/{name}")
+
+
+DESCRIBED = """
+class Described:
+    def initialize(self, context):
+        self.initialized = True
+
+    def handle(self, data, context):
+        return [{"ok": True} for _ in data]
+
+    def describe_handle(self):
+        return '{"inputs": "an image", "answer": "a digit"}'
+"""
+
+
+def test_describe_customized_asks_the_handler(server: RunningServer, tmp_path: Path) -> None:
+    (tmp_path / "described.py").write_text(DESCRIBED)
+    (tmp_path / "empty.bin").write_bytes(b"")
+    run(ARCHIVER, "--model-name", "described", "--version", "1.0", "--serialized-file",
+        tmp_path / "empty.bin", "--handler", tmp_path / "described.py",
+        "--export-path", server.store)  # type: ignore[attr-defined]  # fmt: skip
+    assert call(server, "POST", "/models?url=described.mar").status_code == 200
+    try:
+        cold = call(server, "GET", "/models/described?customized=true")
+        assert cold.status_code == 503  # no worker to ask yet
+        assert call(server, "PUT", "/models/described?synchronous=true").status_code == 200
+        plain = call(server, "GET", "/models/described").json()[0]
+        assert "customizedMetadata" not in plain
+        for query in ("?customized=true", "/all?customized=TRUE"):
+            described = call(server, "GET", f"/models/described{query}")
+            assert described.status_code == 200, described.text
+            metadata = described.json()[0]["customizedMetadata"]
+            assert json.loads(metadata) == {"inputs": "an image", "answer": "a digit"}
+        function = call(server, "POST", "/models?url=probe.mar&model_name=fn&initial_workers=1")
+        assert function.status_code == 200  # a function handler has no describe_handle
+        assert "customizedMetadata" not in call(server, "GET", "/models/fn?customized=true").text
+    finally:
+        call(server, "DELETE", "/models/described")
+        call(server, "DELETE", "/models/fn")

@@ -54,7 +54,10 @@ class ManagementService:
 
     async def describe_model(self, request: pb.DescribeModelRequest, context: Context) -> Any:
         name = _required(request.model_name, "model_name")
-        return _reply(self.manager.describe(name, request.model_version or None))
+        version = request.model_version or None
+        if request.customized:
+            return _reply(await self.manager.describe_customized(name, version))
+        return _reply(self.manager.describe(name, version))
 
     async def list_models(self, request: pb.ListModelsRequest, context: Context) -> Any:
         limit = None if request.limit == 0 else request.limit

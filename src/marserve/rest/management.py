@@ -64,7 +64,10 @@ class ManagementRoutes:
 
     async def describe(self, request: Request) -> Response:
         params = request.path_params
-        return _answer(self.manager.describe(params["model"], params.get("version")))
+        name, version = params["model"], params.get("version")
+        if ts_bool(request.query_params.get("customized"), False):
+            return _answer(await self.manager.describe_customized(name, version))
+        return _answer(self.manager.describe(name, version))
 
     async def scale(self, request: Request) -> Response:
         _only(request, _SCALE_PARAMS)

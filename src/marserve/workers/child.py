@@ -162,7 +162,19 @@ def _release_cuda_cache() -> None:
         torch.cuda.empty_cache()
 
 
+def describe(entry: EntryPoint, batch: Batch) -> BatchResult:
+    """TorchServe's customized metadata: the handler object's ``describe_handle()``."""
+    method = getattr(getattr(entry, "__self__", None), "describe_handle", None)
+    try:
+        value = method() if callable(method) else None
+    except Exception as exc:  # user code
+        return _failure(batch, exc)
+    return BatchResult(batch.batch_id, results=[ItemResult(_plain(value)) for _ in batch.items])
+
+
 def run_batch(entry: EntryPoint, context: Any, batch: Batch) -> BatchResult:
+    if batch.verb == "describe":
+        return describe(entry, batch)
     headers = batch.headers
     if batch.verb == "explain":  # TorchServe's handlers pick explain_handle on this header
         headers = [{**h, "explain": "True"} for h in headers]
