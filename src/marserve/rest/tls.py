@@ -56,18 +56,26 @@ def server_context(settings: ServerSettings) -> ssl.SSLContext:
             context.load_cert_chain(str(cert), str(key))
         else:
             _load_keystore(context, settings)
+    except ConfigError:
+        raise
     except (OSError, ssl.SSLError, ValueError) as exc:
         raise ConfigError(f"cannot load the TLS key and certificate: {exc}") from None
     return context
 
 
 def _load_keystore(context: ssl.SSLContext, settings: ServerSettings) -> None:
-    from cryptography.hazmat.primitives.serialization import (
-        BestAvailableEncryption,
-        Encoding,
-        PrivateFormat,
-        pkcs12,
-    )
+    try:
+        from cryptography.hazmat.primitives.serialization import (
+            BestAvailableEncryption,
+            Encoding,
+            PrivateFormat,
+            pkcs12,
+        )
+    except ImportError:
+        raise ConfigError(
+            "a PKCS12 keystore needs the cryptography package: pip install 'marserve[tls]' "
+            "(or give private_key_file and certificate_file as PEM)"
+        ) from None
 
     assert settings.keystore is not None
     password = (settings.keystore_pass or "").encode()
