@@ -44,7 +44,7 @@ class TokenAuthority:
     """Issues, checks and rotates the keys; writes them to ``key_file`` (mode 0600)."""
 
     def __init__(
-        self, key_file: Path, expiration_min: int, clock: Callable[[], float] = time.time
+        self, key_file: Path, expiration_min: float, clock: Callable[[], float] = time.time
     ) -> None:
         self.key_file = key_file
         self.expiration_s = expiration_min * 60.0

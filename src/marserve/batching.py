@@ -14,15 +14,11 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
-from marserve.errors import InternalError, MarserveError, ServiceUnavailable
+from marserve.errors import InternalError, MarserveError, QueueFull
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 Slot = TypeVar("Slot")
-
-
-class QueueFull(ServiceUnavailable):
-    """The model's job queue is full."""
 
 
 class DynamicBatcher(Generic[Slot, Item, Result]):

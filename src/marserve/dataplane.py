@@ -34,8 +34,11 @@ class DataPlane:
         return True
 
     def ready(self) -> bool:
-        """Ready when not draining and every loaded model has a live worker."""
-        return not self.draining and all(handle.ready for handle in self.registry)
+        """Ready when not draining and every model that keeps workers has a live one (a model
+        registered with 0 workers, as TorchServe registers by default, asks for none)."""
+        return not self.draining and all(
+            handle.ready or handle.pool.config.min_workers == 0 for handle in self.registry
+        )
 
     def model(self, name: str, version: str | None = None) -> ModelHandle:
         return self.registry.get(name, version)

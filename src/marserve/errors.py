@@ -75,6 +75,10 @@ class ServiceUnavailable(MarserveError):
     code = ErrorCode.SERVICE_UNAVAILABLE
 
 
+class QueueFull(ServiceUnavailable):
+    """The model's job queue is full."""
+
+
 class RequestTimeout(MarserveError):
     code = ErrorCode.TIMEOUT
 

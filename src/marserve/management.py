@@ -25,6 +25,9 @@ from marserve.errors import (
     MethodNotAllowed,
     ModelNotFound,
 )
+from marserve.handler_metadata import customized_metadata
+from marserve.handlers.loader import api_handler
+from marserve.management_params import Registration, check_runtime, paging
 from marserve.registry import ModelHandle, ModelRegistry
 from marserve.repository import ModelStore, model_name_from_archive
 from marserve.settings import ModelConfig, ServerSettings, load_model_yaml, model_config
@@ -123,7 +126,11 @@ class ModelManager:
 
     # loading -------------------------------------------------------------------------------
     def _config(
-        self, source: ModelSource, extracted: ExtractedArchive, overrides: Mapping[str, Any]
+        self,
+        source: ModelSource,
+        extracted: ExtractedArchive,
+        overrides: Mapping[str, Any],
+        auto_workers: int | None,
     ) -> ModelConfig:
         manifest = extracted.manifest
         yaml_config: dict[str, Any] | None = None
@@ -138,16 +145,29 @@ class ModelManager:
             self.settings,
             yaml_config=yaml_config,
             api_overrides=overrides,
-            auto_workers=os.cpu_count() or 1,
+            auto_workers=(os.cpu_count() or 1) if auto_workers is None else auto_workers,
         )
 
     async def load(
-        self, source: ModelSource, overrides: Mapping[str, Any] | None = None
+        self,
+        source: ModelSource,
+        overrides: Mapping[str, Any] | None = None,
+        *,
+        handler: str | None = None,
+        auto_workers: int | None = None,
     ) -> ModelHandle:
-        """Extract the archive, work out its settings, start its workers, register it."""
+        """Extract the archive, work out its settings, start its workers, register it.
+
+        ``handler`` overrides the manifest's (management API); ``auto_workers`` is the worker
+        count when neither the model nor the server sets one (None: one per CPU)."""
         extracted = await asyncio.to_thread(extract_archive, source.path, self.staging)
         try:
-            handle = self._handle(source, extracted, overrides or {})
+            if handler is not None:
+                try:
+                    handler = api_handler(handler, extracted.path)
+                except ValueError as exc:
+                    raise InvalidInput(str(exc)) from None
+            handle = self._handle(source, extracted, overrides or {}, handler, auto_workers)
             # a snapshot names its default version; otherwise the first registered one is
             first = handle.name not in self.registry.names()
             default = handle.config.default_version if source.config else first
@@ -166,12 +186,17 @@ class ModelManager:
         return handle
 
     def _handle(
-        self, source: ModelSource, extracted: ExtractedArchive, overrides: Mapping[str, Any]
+        self,
+        source: ModelSource,
+        extracted: ExtractedArchive,
+        overrides: Mapping[str, Any],
+        handler: str | None,
+        auto_workers: int | None,
     ) -> ModelHandle:
         manifest = extracted.manifest
         if not manifest.is_python:
             raise InvalidInput(f"Unsupported runtime {manifest.runtime!r}: marserve runs python")
-        config = self._config(source, extracted, overrides)
+        config = self._config(source, extracted, overrides, auto_workers)
         check_model_name(config.name)
         version = config.version or manifest.model_version or "1.0"
         check_model_name(version, "model version")
@@ -183,7 +208,7 @@ class ModelManager:
             model_version=version,
             model_dir=str(extracted.path),
             manifest=dict(manifest.raw),
-            handler=manifest.handler,
+            handler=handler or manifest.handler,
             batch_size=config.batch_size,
             worker_index=0,
             torch_threads=self._threads,
@@ -220,24 +245,23 @@ class ModelManager:
                 "or set enable_model_api=true"
             )
 
-    async def register(
-        self,
-        *,
-        url: str,
-        model_name: str | None = None,
-        batch_size: int | None = None,
-        max_batch_delay: int | None = None,
-        initial_workers: int | None = None,
-        response_timeout: int | None = None,
-        synchronous: bool = True,
-    ) -> Answer:
-        """TorchServe's ``POST /models?url=...``: from the store or an allowed URL."""
+    async def register(self, request: Registration, *, auto_workers: int = 0) -> Answer:
+        """TorchServe's ``POST /models?url=...``: from the store or an allowed URL.
+
+        As TorchServe, no workers start unless ``initial_workers``, the archive's
+        ``minWorkers`` or the server's ``default_workers_per_model`` asks for them
+        (``auto_workers`` otherwise). A synchronous registration whose workers cannot load
+        answers 500 with the workers' error and leaves nothing registered.
+        """
         self._require_model_api("registration")
+        url, model_name = request.url, request.model_name
         if not url:
             raise InvalidInput("Parameter url is required")
         if model_name is not None:
             check_model_name(model_name)
-        _check_counts(initial_workers=initial_workers, batch_size=batch_size)
+        check_runtime(request.runtime)
+        overrides = request.overrides()
+        _check_counts(initial_workers=overrides["initial_workers"])
         if is_remote(url):
             path = await download(url, self.store, self.settings.allowed_urls, self.download_limits)
         else:
@@ -246,43 +270,42 @@ class ModelManager:
         name = model_name or manifest.model_name
         check_model_name(name)
         version = manifest.model_version or "1.0"
-        if self._has(name, version):
-            raise Conflict(f"Model version {version} is already registered for model {name}")
-        overrides = {
-            "batch_size": batch_size,
-            "max_batch_delay": max_batch_delay,
-            "initial_workers": initial_workers,
-            "response_timeout": response_timeout,
-        }
         async with self._lock:
             if self._has(name, version):
                 raise Conflict(f"Model version {version} is already registered for model {name}")
-            handle = await self.load(ModelSource(path, name=name, url=url), overrides)
-        if synchronous:
-            await handle.pool.wait_for_workers(handle.pool.target, handle.config.startup_timeout_s)
-            workers = handle.pool.live_workers
-            if workers == 0:
-                return Answer(
-                    500,
-                    {
-                        "status": f"Failed to start workers for model {name}: "
-                        f"{handle.pool.last_error or 'unknown error'}"
-                    },
-                )
+            source = ModelSource(path, name=name, url=url)
+            handle = await self.load(
+                source, overrides, handler=request.handler, auto_workers=auto_workers
+            )
+        return await self._registered(handle, request.synchronous)
+
+    async def _registered(self, handle: ModelHandle, synchronous: bool) -> Answer:
+        name, target = handle.name, handle.pool.target
+        said = f'Model "{name}" Version: {handle.version} registered'
+        if target == 0:
             return Answer(
                 200,
-                {
-                    "status": f'Model "{name}" Version: {handle.version} registered '
-                    f"with {workers} initial workers"
-                },
-            )
-        return Answer(
-            202,
-            {
-                "status": f'Model "{name}" Version: {handle.version} registered; '
-                f"starting {handle.pool.target} workers"
-            },
-        )
+                {"status": f"{said} with 0 initial workers. Use scale workers API to add workers "
+                 "for the model."},
+            )  # fmt: skip
+        if not synchronous:
+            return Answer(202, {"status": f"{said}; starting {target} workers"})
+        await handle.pool.wait_for_workers(target, handle.config.startup_timeout_s)
+        workers = handle.pool.live_workers
+        if workers == 0:
+            error = handle.pool.last_error or "unknown error"
+            await self._forget(handle)
+            return Answer(500, {"status": f"Failed to start workers for model {name}: {error}"})
+        return Answer(200, {"status": f"{said} with {workers} initial workers"})
+
+    async def _forget(self, handle: ModelHandle) -> None:
+        """Take a model whose workers never loaded out again (nothing half-registered)."""
+        async with self._lock:
+            if self._has(handle.name, handle.version):
+                self.registry.remove(handle.name, handle.version)
+        self._urls.pop((handle.name, handle.version), None)
+        await handle.stop()
+        shutil.rmtree(handle.model_dir, ignore_errors=True)
 
     def _has(self, name: str, version: str) -> bool:
         try:
@@ -325,14 +348,18 @@ class ModelManager:
     ) -> Answer:
         """``PUT /models/{m}[/{v}]?min_worker=&max_worker=``."""
         handle = self.registry.get(name, version)
-        low = handle.pool.config.min_workers if min_worker is None else min_worker
-        high = max(low, handle.pool.config.max_workers) if max_worker is None else max_worker
-        _check_counts(min_worker=low, max_worker=high)
+        low = 1 if min_worker is None else min_worker  # TorchServe's defaults
+        high = low if max_worker is None else max_worker
         if high < low:
             raise InvalidInput(f"max_worker ({high}) must not be below min_worker ({low})")
+        _check_counts(min_worker=low, max_worker=high)
         await handle.pool.scale(low, high)
         if synchronous:
-            await handle.pool.wait_for_workers(handle.pool.target, handle.config.startup_timeout_s)
+            target = handle.pool.target
+            await handle.pool.wait_for_workers(target, handle.config.startup_timeout_s)
+            if handle.pool.live_workers < min(target, 1):
+                error = handle.pool.last_error or "unknown error"
+                return Answer(500, {"status": f"Failed to start workers for model {name}: {error}"})
             return Answer(
                 200,
                 {
@@ -353,8 +380,9 @@ class ModelManager:
             },
         )
 
-    def list_models(self, limit: int = 100, next_page_token: int = 0) -> Answer:
-        _check_counts(limit=limit, next_page_token=next_page_token)
+    def list_models(self, limit: int | None = None, next_page_token: int | None = None) -> Answer:
+        """``GET /models``, paged as TorchServe pages it (see ``management_params.paging``)."""
+        limit, next_page_token = paging(limit, next_page_token)
         names = self.registry.names()
         page = names[next_page_token : next_page_token + limit]
         body: dict[str, Any] = {
@@ -374,6 +402,19 @@ class ModelManager:
         else:
             handles = [self.registry.get(name, version)]
         return Answer(200, [self._describe(h) for h in handles])
+
+    async def describe_customized(self, name: str, version: str | None = None) -> Answer:
+        """``GET /models/{m}?customized=true``: also the handler's ``describe_handle()``
+        (``customizedMetadata``), asked of a live worker of each version."""
+        answer = self.describe(name, version)
+        handles = (
+            self.registry.versions(name) if version == "all" else [self.registry.get(name, version)]
+        )
+        for entry, handle in zip(answer.body, handles, strict=True):
+            metadata = await customized_metadata(handle)
+            if metadata is not None:
+                entry["customizedMetadata"] = metadata
+        return answer
 
     def _url_of(self, handle: ModelHandle) -> str:
         return self._urls.get((handle.name, handle.version), "")
@@ -436,7 +477,8 @@ class ModelManager:
         )
         if archive is None:
             raise ModelNotFound(f"Model {name} is not in the model store")
-        answer = await self.register(url=archive, model_name=name, synchronous=True)
+        registration = Registration(url=archive, model_name=name, synchronous=True)
+        answer = await self.register(registration, auto_workers=self.auto_workers)
         if answer.status >= 400:
             raise MarserveError(answer.body["status"], http_status=answer.status)
 

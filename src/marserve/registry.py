@@ -8,17 +8,15 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from marserve.archive import Manifest
 from marserve.batching import DynamicBatcher
 from marserve.errors import MarserveError, ModelNotFound, ServiceUnavailable, from_http_status
+from marserve.observability.model_state import BatchObserver, ModelObserver, ModelSnapshot
 from marserve.settings import ModelConfig
 from marserve.workers.messages import Batch, ItemResult
-from marserve.workers.pool import Worker, WorkerPool
-
-if TYPE_CHECKING:
-    from marserve.metrics import ModelMetrics
+from marserve.workers.pool import Worker, WorkerPool, WorkerState
 
 _batch_ids = itertools.count(1)
 
@@ -45,7 +43,7 @@ class ModelHandle:
     pool: WorkerPool
     queue_limit: int
     batchers: dict[str, DynamicBatcher[Worker, Job, ItemResult]] = field(default_factory=dict)
-    metrics: ModelMetrics | None = None  # set when registered with a server's metrics
+    metrics: BatchObserver | None = None  # set when registered with a server's metrics
 
     def __post_init__(self) -> None:
         self.pool.pending = lambda: self.queue_depth
@@ -99,6 +97,21 @@ class ModelHandle:
     @property
     def queue_depth(self) -> int:
         return sum(b.depth for b in self.batchers.values())
+
+    def snapshot(self) -> ModelSnapshot:
+        """This version's state for the metrics (read at scrape time)."""
+        workers = list(self.pool.workers)
+        states = {state.value: 0 for state in WorkerState}
+        loads: list[tuple[str, float]] = []
+        for worker in workers:
+            states[worker.state.value] += 1
+            seconds = worker.load_seconds
+            if worker.alive and seconds is not None:
+                loads.append((f"W-{worker.load.worker_index}-{self.name}_{self.version}", seconds))
+        return ModelSnapshot(
+            self.name, self.version, self.queue_depth, self.ready, self.pool.restarts,
+            states, tuple(loads),
+        )  # fmt: skip
 
     async def drain(self, timeout_s: float) -> bool:
         """Wait for queued and running requests to finish; False when the time ran out."""
@@ -169,6 +182,28 @@ class ModelRegistry:
         for callback in self.on_remove:
             callback(handle)
         return handle
+
+    def watch(self, observer: ModelObserver) -> None:
+        """Tell ``observer`` of every model version, now and as they come and go."""
+
+        def added(handle: ModelHandle) -> None:
+            handle.metrics = observer.model_added(handle.name, handle.version)
+
+        self.on_add.append(added)
+        self.on_remove.append(lambda handle: observer.model_removed(handle.name, handle.version))
+        for handle in self:
+            added(handle)
+
+    def lookup(self, name: str, version: str | None) -> tuple[str, str] | None:
+        """The name and version a request for ``name``/``version`` reaches, or None."""
+        try:
+            handle = self.get(name, version)
+        except MarserveError:
+            return None
+        return handle.name, handle.version
+
+    def snapshots(self) -> list[ModelSnapshot]:
+        return [handle.snapshot() for handle in self]
 
     def set_default(self, name: str, version: str) -> None:
         self._defaults[name] = self.get(name, version).version

@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -19,11 +20,11 @@ import uvicorn
 from starlette.middleware.cors import CORSMiddleware
 
 from marserve import __version__
-from marserve.access_log import AccessLog
 from marserve.auth import TokenAuthority
 from marserve.dataplane import DataPlane
 from marserve.management import ModelManager
-from marserve.metrics import ServerMetrics
+from marserve.observability.access_log import AccessLog
+from marserve.observability.metrics import ServerMetrics
 from marserve.protocol.limits import DecodeLimits
 from marserve.registry import ModelRegistry
 from marserve.repository import ModelStore
@@ -31,6 +32,7 @@ from marserve.rest.app import application, inference_routes, management_routes
 from marserve.rest.guard import ConnectionLimits, check_fd_headroom, protocol_for
 from marserve.rest.metrics import ObservedApp, metrics_app, metrics_routes
 from marserve.rest.origin import BrowserGuard, BrowserPolicy
+from marserve.rest.tls import server_context, tls_only
 from marserve.settings import Address, ServerSettings
 from marserve.workers.pool import WarmProcesses
 
@@ -102,6 +104,7 @@ class Server:
         self._serving: list[asyncio.Task[None]] = []
         self.urls: dict[str, str] = {}
         self._stopped = asyncio.Event()
+        self._tls: ssl.SSLContext | None = None
 
     def _authority(self, key_file: Path | None) -> TokenAuthority | None:
         if self.settings.disable_token_authorization:
@@ -203,7 +206,17 @@ class Server:
         )
         self.urls.update(await self.grpc.start())
 
+    def _protocol(self, address: Address) -> type[asyncio.Protocol]:
+        """The connection protocol of a listener: HTTPS ones take TLS only (``rest.tls``)."""
+        protocol = protocol_for(self.connection_limits)
+        if address.scheme != "https":
+            return protocol
+        if self._tls is None:
+            self._tls = server_context(self.settings)
+        return tls_only(protocol, self._tls)
+
     def _serve_http(self, address: Address, app: Any) -> str:
+        protocol = self._protocol(address)
         sock = bind(address)
         config = uvicorn.Config(
             app,
@@ -211,7 +224,7 @@ class Server:
             log_level="warning",
             access_log=False,
             lifespan="off",
-            http=protocol_for(self.connection_limits),
+            http=protocol,
             loop="none",
             timeout_keep_alive=self.connection_limits.keep_alive_s,
             timeout_graceful_shutdown=30,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +26,8 @@ PROBE = Path(__file__).resolve().parent / "metrics_probe"
 MODEL = "mprobe"
 ACCESS = "marserve.access"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+_SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})? (\S+)$")
+_LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +75,13 @@ def scrape(server: RunningServer, **params: Any) -> Samples:
     response = httpx.get(server.urls["metrics"] + "/metrics", params=params)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
+    text_string_to_metric_families(response.text)  # the whole body parses
     samples: Samples = {}
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    for line in response.text.splitlines():  # names as written: TorchServe's have no _total
+        found = _SAMPLE.match(line)
+        if found is not None:
+            labels = frozenset(_LABEL.findall(found.group(2) or ""))
+            samples[(found.group(1), labels)] = float(found.group(3))
     return samples
 
 

@@ -80,6 +80,16 @@ def test_keys_expire(authority: TokenAuthority, clock: Clock) -> None:
         authority.check(header, "inference")
 
 
+def test_fractional_expiry_as_torchserves_test_config(tmp_path: Path, clock: Clock) -> None:
+    quarter = TokenAuthority(tmp_path / "key_file.json", expiration_min=0.25, clock=clock)
+    header = bearer(quarter, "inference")
+    clock.now += 14.5
+    quarter.check(header, "inference")
+    clock.now += 1
+    with pytest.raises(Unauthenticated, match="expired"):
+        quarter.check(header, "inference")
+
+
 def test_rotation_needs_the_api_key_and_replaces_one_key(authority: TokenAuthority) -> None:
     old = bearer(authority, "management")
     with pytest.raises(Forbidden):

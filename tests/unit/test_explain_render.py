@@ -14,7 +14,7 @@ from PIL import Image
 
 from marserve.dataplane import _explain_outputs
 from marserve.errors import InvalidInput
-from marserve.explain import (
+from marserve.explain_render import (
     MAX_PICTURE_PIXELS,
     MIN_PICTURE_SIDE,
     heatmap_png,
@@ -152,7 +152,7 @@ def test_the_front_renders_without_torch_or_captum() -> None:
     code = (
         "import sys, numpy as np\n"
         "import marserve.rest.kserve, marserve.rest.torchserve\n"
-        "from marserve.explain import heatmap_png\n"
+        "from marserve.explain_render import heatmap_png\n"
         "heatmap_png([np.ones((1, 28, 28))])\n"
         "print(sorted(m for m in ('torch', 'captum') if m in sys.modules))\n"
     )

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from marserve.batching import QueueFull
 from marserve.errors import RequestTimeout
-from marserve.metrics import ServerMetrics, rejection_reason, status_label
+from marserve.observability.metrics import ServerMetrics, rejection_reason, status_label
 from marserve.registry import ModelRegistry
 from marserve.workers.messages import BatchResult, MetricRecord
 from marserve.workers.pool import Worker, WorkerState
@@ -68,7 +68,7 @@ def test_requests_are_counted_in_their_series(metrics: ServerMetrics) -> None:
     host = {"Level": "Host", "Hostname": HOST}
     assert sample(metrics, "Requests2XX", **host) == 4
     assert sample(metrics, "Requests4XX", **host) == 1
-    assert sample(metrics, "Requests5XX", **host) == 0
+    assert sample(metrics, "Requests5XX", **host) is None  # TorchServe: no sample before one
 
 
 def test_unknown_models_and_versions_share_one_series(metrics: ServerMetrics) -> None:
@@ -186,7 +186,7 @@ def test_handler_metrics_from_workers_are_combined(
     assert sample(metrics, "Size_sum", **labels) == 703
     assert sample(metrics, "Size_bucket", le="5.0", **labels) == 1
     families = {f.name: f.type for f in text_string_to_metric_families(exposed(metrics))}
-    assert families["Hits"] == "unknown"  # TorchServe's name, no _total
+    assert families["Hits"] == "counter"  # TorchServe's name, no _total, typed counter
     assert families["Temp"] == "gauge" and families["Size"] == "histogram"
 
 
@@ -250,7 +250,7 @@ def test_model_state_is_read_at_scrape_time(metrics: ServerMetrics, models: Mode
     assert exposed(metrics).count("WorkerLoadTime{") == 1  # only loaded, live workers
 
 
-def test_unregistered_models_lose_their_series(
+def test_unregistered_models_lose_their_own_series_and_keep_torchserves(
     metrics: ServerMetrics, models: ModelRegistry
 ) -> None:
     metrics.observe_request("mnist", "2.0", protocol="v2", verb="predict", status=200, seconds=0.1)
@@ -262,9 +262,15 @@ def test_unregistered_models_lose_their_series(
         sample(metrics, "marserve_queue_wait_seconds_count", model="mnist", version="2.0") is None
     )
     text = exposed(metrics)
-    assert 'version="2.0"' not in text and 'model_version="2.0"' not in text
+    assert ',version="2.0"' not in text and '{version="2.0"' not in text
+    # TorchServe never drops its series: the counters of the unregistered version stay.
+    ts = f'{{model_name="mnist",model_version="2.0",hostname="{HOST}",}}'
+    assert f"ts_inference_requests_total{ts} 1.0" in text
     metrics.observe_request("mnist", "2.0", protocol="v2", verb="predict", status=404, seconds=0.1)
     assert sample(metrics, "marserve_requests_total", **request_labels("", "", "v2", 404)) == 1
+    models.add(handle("mnist", "2.0"), default=False)  # registered again: they count on
+    metrics.observe_request("mnist", "2.0", protocol="v2", verb="predict", status=200, seconds=0.1)
+    assert f"ts_inference_requests_total{ts} 2.0" in exposed(metrics)
 
 
 def exposed(metrics: ServerMetrics) -> str:
@@ -277,17 +283,25 @@ def test_the_text_format_parses_with_torchserve_names_intact(metrics: ServerMetr
     assert content_type.startswith("text/plain; version=0.0.4")
     types = {family.name: family.type for family in text_string_to_metric_families(body.decode())}
     assert types["ts_inference_requests"] == "counter"
-    assert types["ts_inference_latency_microseconds"] == "unknown"
-    assert types["Requests2XX"] == "unknown"
+    assert types["ts_inference_latency_microseconds"] == "counter"
+    assert types["Requests2XX"] == "counter"
     assert types["marserve_request_duration_seconds"] == "histogram"
     assert types["request_predict_seconds"] == "histogram"
     text = body.decode()
-    for line in (
-        "ts_inference_requests_total{",
-        "ts_inference_latency_microseconds{",
-        "Requests2XX{",
+    ts = f'{{model_name="mnist",model_version="1.0",hostname="{HOST}",}}'
+    for lines in (
+        "# HELP Requests2XX Torchserve prometheus counter metric with unit: Count\n"
+        "# TYPE Requests2XX counter\n"
+        f'Requests2XX{{Level="Host",Hostname="{HOST}",}} 1.0\n',
+        "# TYPE Requests4XX counter\n# HELP Requests5XX",  # nothing counted yet: no sample
+        f"# TYPE ts_inference_requests_total counter\nts_inference_requests_total{ts} 1.0\n",
+        "# TYPE ts_inference_latency_microseconds counter\n"
+        f"ts_inference_latency_microseconds{ts} 100000.0\n",
+        "# HELP QueueTime Torchserve prometheus gauge metric with unit: Milliseconds\n"
+        "# TYPE QueueTime gauge\n",
+        '# TYPE marserve_requests_total counter\nmarserve_requests_total{model="mnist",',
     ):
-        assert line in text
+        assert lines in text
 
 
 def test_openmetrics_when_the_scraper_asks(metrics: ServerMetrics) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from marserve.access_log import (
+from marserve.observability.access_log import (
     ACCESS_LOGGER,
     LOG_FORMAT_ENV,
     AccessLog,

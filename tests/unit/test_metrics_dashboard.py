@@ -9,7 +9,7 @@ import pytest
 from metrics_fixtures import dashboard_metric_names, expressions, load_dashboard, metric_names
 from prometheus_client import CollectorRegistry
 
-from marserve.metrics import ServerMetrics
+from marserve.observability.metrics import ServerMetrics
 from marserve.registry import ModelRegistry
 
 

@@ -19,10 +19,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Message
 
-from marserve.access_log import AccessLog
 from marserve.batching import QueueFull
 from marserve.errors import Unauthenticated
-from marserve.metrics import ServerMetrics
+from marserve.observability.access_log import AccessLog
+from marserve.observability.metrics import ServerMetrics
 from marserve.registry import ModelRegistry
 from marserve.rest.errors import EXCEPTION_HANDLERS
 from marserve.rest.metrics import CLIENT_CLOSED, ObservedApp, classify, metrics_app
@@ -149,9 +149,8 @@ def test_other_requests_count_only_as_responses(metrics: ServerMetrics) -> None:
 def test_skipped_paths_are_not_observed(metrics: ServerMetrics) -> None:
     app = ObservedApp(api(), metrics, skip=("/ping",))
     call(app, "GET", "/ping")
-    assert (
-        metrics.registry.get_sample_value("Requests2XX", {"Level": "Host", "Hostname": HOST}) == 0
-    )
+    host = {"Level": "Host", "Hostname": HOST}
+    assert metrics.registry.get_sample_value("Requests2XX", host) is None  # none counted yet
 
 
 def test_a_response_is_counted_before_its_last_byte_leaves(metrics: ServerMetrics) -> None:
@@ -224,6 +223,8 @@ def test_access_log_off_writes_nothing(metrics: ServerMetrics) -> None:
 
 def test_metrics_app_serves_prometheus_and_openmetrics(metrics: ServerMetrics) -> None:
     app = metrics_app(metrics)
+    metrics.observe_status(200)
+    metrics.observe_status(404)
     plain = call(app, "GET", "/metrics")
     assert plain.status_code == 200
     assert plain.headers["content-type"].startswith("text/plain; version=0.0.4")
@@ -233,7 +234,7 @@ def test_metrics_app_serves_prometheus_and_openmetrics(metrics: ServerMetrics) -
     assert om.text.endswith("# EOF\n")
     only = call(app, "GET", "/metrics", params={"name[]": ["Requests4XX"]})
     assert [line for line in only.text.splitlines() if not line.startswith("#")] == [
-        f'Requests4XX{{Hostname="{HOST}",Level="Host"}} 0.0'
+        f'Requests4XX{{Level="Host",Hostname="{HOST}",}} 1.0'
     ]
     assert call(app, "GET", "/other").status_code == 404
 
@@ -246,5 +247,5 @@ def test_gpu_families_are_refreshed_before_a_scrape(tmp_path: Path) -> None:
     assert metrics.system is not None
     metrics.system.nvidia_smi = str(fake)
     text = call(metrics_app(metrics), "GET", "/metrics").text
-    assert f'GPUUtilization{{DeviceId="0",Hostname="{HOST}",Level="Host"}} 37.0' in text
-    assert f'GPUMemoryUtilization{{DeviceId="0",Hostname="{HOST}",Level="Host"}} 25.0' in text
+    assert f'GPUUtilization{{Level="Host",DeviceId="0",Hostname="{HOST}",}} 37.0' in text
+    assert f'GPUMemoryUtilization{{Level="Host",DeviceId="0",Hostname="{HOST}",}} 25.0' in text

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from marserve.system_metrics import GpuSample, SystemMetrics, parse_nvidia_smi
+from marserve.observability.system_metrics import GpuSample, SystemMetrics, parse_nvidia_smi
 
 
 def gauges(system: SystemMetrics) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from marserve.access_log import AccessLog, configure_logging
 from marserve.errors import ConfigError
+from marserve.observability.access_log import AccessLog, configure_logging
 
 if TYPE_CHECKING:
     from marserve.settings import ServerSettings

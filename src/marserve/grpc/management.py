@@ -18,6 +18,7 @@ from marserve.grpc.errors import Context, Guard
 from marserve.grpc.protos import management_pb2 as pb
 from marserve.grpc.services import service_handler
 from marserve.management import Answer, ModelManager
+from marserve.management_params import Registration
 from marserve.protocol.jsonbody import encode_json
 
 SERVICE = pb.DESCRIPTOR.services_by_name["ManagementAPIsService"]
@@ -42,12 +43,7 @@ def _reply(answer: Answer) -> Any:
 
 
 def _unsupported(request: pb.RegisterModelRequest) -> list[str]:
-    names = [name for name in ("handler", "runtime") if getattr(request, name)]
-    if request.s3_sse_kms:
-        names.append("s3_sse_kms")
-    if request.queue_timeout:
-        names.append("queue_timeout")
-    return names
+    return ["queue_timeout"] if request.queue_timeout else []
 
 
 class ManagementService:
@@ -58,26 +54,32 @@ class ManagementService:
 
     async def describe_model(self, request: pb.DescribeModelRequest, context: Context) -> Any:
         name = _required(request.model_name, "model_name")
-        return _reply(self.manager.describe(name, request.model_version or None))
+        version = request.model_version or None
+        if request.customized:
+            return _reply(await self.manager.describe_customized(name, version))
+        return _reply(self.manager.describe(name, version))
 
     async def list_models(self, request: pb.ListModelsRequest, context: Context) -> Any:
-        limit = 100 if request.limit == 0 else request.limit
+        limit = None if request.limit == 0 else request.limit
         return _reply(self.manager.list_models(limit, request.next_page_token))
 
     async def register_model(self, request: pb.RegisterModelRequest, context: Context) -> Any:
         unsupported = _unsupported(request)
         if unsupported:
             raise InvalidInput(f"Unsupported parameter(s): {', '.join(unsupported)}")
-        answer = await self.manager.register(
+        registration = Registration(
             url=_required(request.url, "url"),
             model_name=request.model_name or None,
+            handler=request.handler or None,
+            runtime=request.runtime or None,
             batch_size=_given(request.batch_size),
             max_batch_delay=_given(request.max_batch_delay),
             initial_workers=_given(request.initial_workers),
             response_timeout=_given(request.response_timeout),
             synchronous=request.synchronous,
+            s3_sse_kms=request.s3_sse_kms,
         )
-        return _reply(answer)
+        return _reply(await self.manager.register(registration))
 
     async def scale_worker(self, request: pb.ScaleWorkerRequest, context: Context) -> Any:
         answer = await self.manager.scale(

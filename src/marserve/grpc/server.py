@@ -40,7 +40,7 @@ INFERENCE_METHODS = frozenset({"ModelInfer", "Predictions", "StreamPredictions"}
 
 
 class RequestMetrics(Protocol):
-    """What the gRPC listeners report to (``marserve.metrics.ServerMetrics`` has this shape)."""
+    """What the gRPC listeners report to (``ServerMetrics`` has this shape)."""
 
     def observe_status(self, status: int) -> None: ...
 

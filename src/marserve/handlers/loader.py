@@ -21,11 +21,18 @@ EntryPoint = Callable[[list[dict[str, Any]] | None, Context], list[Any]]
 BUILTIN_HANDLERS = {
     "base_handler": "marserve.handlers.base_handler",
     "image_classifier": "marserve.handlers.image_classifier",
+    "object_detector": "marserve.handlers.object_detector",
+    "image_segmenter": "marserve.handlers.image_segmenter",
+    "densenet_handler": "marserve.handlers.densenet_handler",
 }
-# TorchServe built-ins marserve does not ship (they need torchvision or text tokenizers).
-UNSUPPORTED_BUILTINS = frozenset(
-    {"object_detector", "text_classifier", "image_segmenter", "text_handler", "densenet_handler"}
-)
+# TorchServe built-ins marserve does not ship (they need text tokenizers).
+UNSUPPORTED_BUILTINS = frozenset({"text_classifier", "text_handler"})
+
+
+class HandlerError(ValueError):
+    """The handler cannot be resolved (not found, not a handler): loading it again won't help."""
+
+
 _FUNCTION_NAME = re.compile(r"[A-Za-z_]\w*\Z")
 _TS_PREFIX = "ts.torch_handler."
 _MODEL_MARK = "__marserve_model_file__"
@@ -77,7 +84,7 @@ def _split_handler(handler: str) -> tuple[str, str | None]:
     """``"file.py:fn"`` -> ``("file", "fn")``, refusing anything that is not a plain name."""
     module_part, sep, function = handler.strip().partition(":")
     if sep and not _FUNCTION_NAME.match(function):
-        raise ValueError(f"handler {handler!r}: expected a function name after ':'")
+        raise HandlerError(f"handler {handler!r}: expected a function name after ':'")
     if (
         not module_part
         or module_part.startswith(".")
@@ -85,10 +92,50 @@ def _split_handler(handler: str) -> tuple[str, str | None]:
         or any(ch in module_part for ch in "/\\")
         or Path(module_part).is_absolute()
     ):
-        raise ValueError(f"handler {handler!r} must be a file or module name inside the model")
+        raise HandlerError(f"handler {handler!r} must be a file or module name inside the model")
     if module_part.endswith(".py"):
         module_part = module_part[: -len(".py")]
     return module_part, function or None
+
+
+def _builtin(module_part: str) -> str | None:
+    """The built-in a handler names: ``image_classifier``, ``ts.torch_handler.image_classifier``
+    or a path to TorchServe's own file (``serve/ts/torch_handler/image_classifier.py``)."""
+    name = module_part.removesuffix(".py").replace("\\", "/")
+    if "/" in name:
+        parent, _, name = name.rpartition("/")
+        if not parent.endswith("ts/torch_handler"):
+            return None
+    name = name.removeprefix(_TS_PREFIX)
+    return name if name in BUILTIN_HANDLERS or name in UNSUPPORTED_BUILTINS else None
+
+
+def api_handler(handler: str, model_dir: Path) -> str:
+    """A ``handler`` given to the management API, checked against the extracted model.
+
+    It may name a built-in (also by TorchServe's path to its file), or a file or module in the
+    archive; a name found nowhere is kept (the workers then fail to load it, deterministically,
+    as TorchServe's do). A module from outside the archive (``os:system``) is refused: the API
+    must not let a caller pick any importable function to run in the workers.
+    """
+    module_part, sep, function = handler.strip().partition(":")
+    builtin = _builtin(module_part)
+    if builtin is not None:
+        return builtin + sep + function
+    module, _ = _split_handler(handler)
+    parts = module.split(".")
+    if (
+        (model_dir / f"{module}.py").is_file()
+        or model_dir.joinpath(*parts).is_dir()
+        or model_dir.joinpath(*parts[:-1], f"{parts[-1]}.py").is_file()
+    ):
+        return handler.strip()
+    if importlib.util.find_spec(parts[0]) is not None:
+        raise ValueError(
+            f"handler {handler[:80]!r} names a module outside the model archive; the "
+            "management API takes a built-in handler or a file in the archive"
+        )
+    return handler.strip()
 
 
 def _import_handler_module(name: str, model_dir: Path) -> ModuleType:
@@ -106,7 +153,7 @@ def _import_handler_module(name: str, model_dir: Path) -> ModuleType:
         if builtin in BUILTIN_HANDLERS:
             return importlib.import_module(BUILTIN_HANDLERS[builtin])
         if builtin in UNSUPPORTED_BUILTINS:
-            raise ValueError(
+            raise HandlerError(
                 f"handler {name!r} is a TorchServe built-in that marserve does not ship; "
                 f"built-in handlers are: {', '.join(sorted(BUILTIN_HANDLERS))}. "
                 "Package your own handler file in the archive instead."
@@ -116,7 +163,7 @@ def _import_handler_module(name: str, model_dir: Path) -> ModuleType:
     except ModuleNotFoundError as exc:
         if exc.name is not None and name.split(".")[0] != exc.name.split(".")[0]:
             raise  # the handler exists but one of its own imports is missing
-        raise ValueError(
+        raise HandlerError(
             f"handler {name!r} not found in the model archive and not a built-in "
             f"({', '.join(sorted(BUILTIN_HANDLERS))})"
         ) from exc
@@ -126,14 +173,14 @@ def _class_entry_point(module: ModuleType, context: Context) -> EntryPoint:
     classes = list_classes_from_module(module)
     if len(classes) != 1:
         names = sorted(c.__name__ for c in classes)
-        raise ValueError(
+        raise HandlerError(
             f"Expected only one class in handler module {module.__name__} or a function "
             f"entry point, found classes {names}"
         )
     service = classes[0]()
     handle = getattr(service, "handle", None)
     if not callable(handle):
-        raise ValueError(f"handler class {classes[0].__name__} has no handle method")
+        raise HandlerError(f"handler class {classes[0].__name__} has no handle method")
     initialize = getattr(service, "initialize", None)
     if callable(initialize):
         initialize(context)

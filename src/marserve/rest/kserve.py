@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from marserve import explain
+from marserve import explain_render
 from marserve.dataplane import DataPlane, request_rows
 from marserve.errors import NotFound
 from marserve.protocol import v1, v2_json
@@ -27,12 +27,14 @@ def _json(obj: object, status: int = 200) -> Response:
 
 def _wants_png(request: Request) -> bool:
     """An explain request asking for a heatmap (``?format=png`` or ``Accept: image/png``)."""
-    return explain.wants_png(request.headers.get("accept"), request.query_params.get("format"))
+    return explain_render.wants_png(
+        request.headers.get("accept"), request.query_params.get("format")
+    )
 
 
 async def _png_response(values: list[Any], inputs: list[Any]) -> Response:
     """The explanations drawn over their inputs, rendered off the event loop."""
-    picture = await run_in_threadpool(explain.heatmap_png, values, inputs)
+    picture = await run_in_threadpool(explain_render.heatmap_png, values, inputs)
     return Response(picture, media_type="image/png")
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -11,12 +9,13 @@ from starlette.routing import Route
 from marserve.auth import TokenAuthority
 from marserve.errors import InvalidInput, NotFound
 from marserve.management import Answer, ModelManager
+from marserve.management_params import Registration, ts_bool, ts_int
 from marserve.protocol.v2_json import encode_json
 
-_DIGITS = re.compile(r"[0-9]{1,10}")
+# Every parameter TorchServe documents; others are refused, so that a typo is not ignored.
 _REGISTER_PARAMS = frozenset(
-    {"url", "model_name", "batch_size", "max_batch_delay", "initial_workers", "synchronous",
-     "response_timeout"}
+    {"url", "model_name", "handler", "runtime", "batch_size", "max_batch_delay",
+     "initial_workers", "synchronous", "response_timeout", "startup_timeout", "s3_sse_kms"}
 )  # fmt: skip
 _SCALE_PARAMS = frozenset({"min_worker", "max_worker", "synchronous", "number_gpu", "timeout"})
 
@@ -27,24 +26,6 @@ def _json(body: object, status: int = 200) -> Response:
 
 def _answer(answer: Answer) -> Response:
     return _json(answer.body, answer.status)
-
-
-def _int(request: Request, key: str) -> int | None:
-    value = request.query_params.get(key)
-    if value is None:
-        return None
-    if not _DIGITS.fullmatch(value):
-        raise InvalidInput(f"{key}={value[:50]!r}: expected a non-negative integer")
-    return int(value)
-
-
-def _bool(request: Request, key: str, default: bool) -> bool:
-    value = request.query_params.get(key)
-    if value is None:
-        return default
-    if value.lower() not in ("true", "false"):
-        raise InvalidInput(f"{key}={value[:50]!r}: expected true or false")
-    return value.lower() == "true"
 
 
 def _only(request: Request, allowed: frozenset[str]) -> None:
@@ -59,36 +40,45 @@ class ManagementRoutes:
         self.auth = auth
 
     async def list_models(self, request: Request) -> Response:
-        limit = _int(request, "limit")
-        token = _int(request, "next_page_token")
-        return _answer(self.manager.list_models(100 if limit is None else limit, token or 0))
+        query = request.query_params
+        limit, token = ts_int(query.get("limit")), ts_int(query.get("next_page_token"))
+        return _answer(self.manager.list_models(limit, token))
 
     async def register(self, request: Request) -> Response:
         _only(request, _REGISTER_PARAMS)
-        answer = await self.manager.register(
-            url=request.query_params.get("url", ""),
-            model_name=request.query_params.get("model_name"),
-            batch_size=_int(request, "batch_size"),
-            max_batch_delay=_int(request, "max_batch_delay"),
-            initial_workers=_int(request, "initial_workers"),
-            response_timeout=_int(request, "response_timeout"),
-            synchronous=_bool(request, "synchronous", True),
+        query = request.query_params
+        registration = Registration(
+            url=query.get("url", ""),
+            model_name=query.get("model_name"),
+            handler=query.get("handler") or None,
+            runtime=query.get("runtime") or None,
+            batch_size=ts_int(query.get("batch_size")),
+            max_batch_delay=ts_int(query.get("max_batch_delay")),
+            initial_workers=ts_int(query.get("initial_workers")),
+            response_timeout=ts_int(query.get("response_timeout")),
+            startup_timeout=ts_int(query.get("startup_timeout")),
+            synchronous=ts_bool(query.get("synchronous"), True),
+            s3_sse_kms=ts_bool(query.get("s3_sse_kms"), False),
         )
-        return _answer(answer)
+        return _answer(await self.manager.register(registration))
 
     async def describe(self, request: Request) -> Response:
         params = request.path_params
-        return _answer(self.manager.describe(params["model"], params.get("version")))
+        name, version = params["model"], params.get("version")
+        if ts_bool(request.query_params.get("customized"), False):
+            return _answer(await self.manager.describe_customized(name, version))
+        return _answer(self.manager.describe(name, version))
 
     async def scale(self, request: Request) -> Response:
         _only(request, _SCALE_PARAMS)
         params = request.path_params
+        query = request.query_params
         answer = await self.manager.scale(
             params["model"],
             params.get("version"),
-            min_worker=_int(request, "min_worker"),
-            max_worker=_int(request, "max_worker"),
-            synchronous=_bool(request, "synchronous", False),
+            min_worker=ts_int(query.get("min_worker")),
+            max_worker=ts_int(query.get("max_worker")),
+            synchronous=ts_bool(query.get("synchronous"), False),
         )
         return _answer(answer)
 
@@ -125,6 +115,10 @@ class ManagementRoutes:
             Route("/models/{model}", self.describe, methods=["GET"]),
             Route("/models/{model}", self.scale, methods=["PUT"]),
             Route("/models/{model}", self.unregister, methods=["DELETE"]),
+            # TorchServe splits the path on "/" and drops empty parts: "models/m/" is "models/m"
+            Route("/models/{model}/", self.describe, methods=["GET"]),
+            Route("/models/{model}/", self.scale, methods=["PUT"]),
+            Route("/models/{model}/", self.unregister, methods=["DELETE"]),
             Route("/models/{model}/{version}", self.describe, methods=["GET"]),
             Route("/models/{model}/{version}", self.scale, methods=["PUT"]),
             Route("/models/{model}/{version}", self.unregister, methods=["DELETE"]),

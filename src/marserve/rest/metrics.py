@@ -12,9 +12,10 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from marserve.access_log import AccessLog, request_id_from
-from marserve.metrics import ServerMetrics, rejection_reason
+from marserve.observability.access_log import AccessLog, request_id_from
+from marserve.observability.metrics import ServerMetrics, rejection_reason
 from marserve.rest.errors import ERROR_KEY, EXCEPTION_HANDLERS, REQUEST_ID_KEY
+from marserve.rest.openapi import metrics_openapi_response
 
 CLIENT_CLOSED = 499  # no response was sent: the client went away first (nginx's code)
 MAX_NAME_FILTERS = 200
@@ -35,8 +36,9 @@ def metrics_routes(metrics: ServerMetrics) -> list[BaseRoute]:
 
 
 def metrics_app(metrics: ServerMetrics) -> Starlette:
-    """The app of the metrics address, when it is an address of its own."""
-    return Starlette(routes=metrics_routes(metrics), exception_handlers=dict(EXCEPTION_HANDLERS))
+    """The app of the metrics address, when it is an address of its own (with ``OPTIONS /``)."""
+    routes = [*metrics_routes(metrics), Route("/", metrics_openapi_response, methods=["OPTIONS"])]
+    return Starlette(routes=routes, exception_handlers=dict(EXCEPTION_HANDLERS))
 
 
 def classify(method: str, path: str, params: Mapping[str, Any]) -> Kind | None:

@@ -41,10 +41,18 @@ def _parameters(path: str) -> list[dict[str, Any]]:
     ]
 
 
-@lru_cache(maxsize=1)
-def openapi_document() -> bytes:
+# The metrics listener's own description (TorchServe answers ``OPTIONS /`` there too).
+METRICS_ENDPOINTS: tuple[tuple[str, str, str], ...] = (
+    ("get", "/metrics", "Prometheus metrics; ?name[]= keeps only the named metrics."),
+)
+
+
+@lru_cache(maxsize=4)
+def openapi_document(
+    endpoints: tuple[tuple[str, str, str], ...] = ENDPOINTS, title: str = "marserve inference API"
+) -> bytes:
     paths: dict[str, dict[str, Any]] = {}
-    for method, path, summary in ENDPOINTS:
+    for method, path, summary in endpoints:
         paths.setdefault(path, {})[method] = {
             "summary": summary,
             "parameters": _parameters(path),
@@ -52,7 +60,7 @@ def openapi_document() -> bytes:
         }
     document = {
         "openapi": "3.0.1",
-        "info": {"title": "marserve inference API", "version": __version__},
+        "info": {"title": title, "version": __version__},
         "paths": paths,
     }
     return orjson.dumps(document)
@@ -60,3 +68,8 @@ def openapi_document() -> bytes:
 
 async def openapi_response(request: Request) -> Response:
     return Response(openapi_document(), media_type="application/json")
+
+
+async def metrics_openapi_response(request: Request) -> Response:
+    document = openapi_document(METRICS_ENDPOINTS, "marserve metrics API")
+    return Response(document, media_type="application/json")

@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from marserve import explain
+from marserve import explain_render
 from marserve.dataplane import DataPlane
 from marserve.protocol.limits import DecodeLimits
 from marserve.protocol.torchserve import decode_prediction_body, encode_prediction_result
@@ -32,7 +32,7 @@ class TorchServeRoutes:
 
     async def _run(self, request: Request, verb: str) -> Response:
         params = request.path_params
-        png = verb == "explain" and explain.wants_png(
+        png = verb == "explain" and explain_render.wants_png(
             request.headers.get("accept"), request.query_params.get("format")
         )
         # Explanations take their options (target, n_steps, ...) from the query string, which
@@ -50,7 +50,7 @@ class TorchServeRoutes:
             request_id=request.scope.get(REQUEST_ID_KEY),  # the access log's id too
         )
         if png:
-            picture = await run_in_threadpool(explain.heatmap_png, [result.value], [data])
+            picture = await run_in_threadpool(explain_render.heatmap_png, [result.value], [data])
             return Response(picture, media_type="image/png")
         payload, media_type = encode_prediction_result(result.value)
         return Response(

@@ -5,20 +5,29 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import yaml
 
 from marserve.errors import ArchiveError, ConfigError, InvalidInput
 from marserve.settings.values import bad, to_bool, to_choice, to_int, to_text
 
-if TYPE_CHECKING:
-    from marserve.settings.server import ServerSettings
-
 log = logging.getLogger("marserve.settings")
+
+
+class ModelDefaults(Protocol):
+    """What a model's settings start from: ``ServerSettings`` has this shape (no import back)."""
+
+    @property
+    def models(self) -> Sequence[ModelConfig]: ...
+    @property
+    def default_workers_per_model(self) -> int: ...
+    @property
+    def default_response_timeout_s(self) -> int: ...
+
 
 #: model-config.yaml larger than this is refused (TorchServe's are a few hundred bytes).
 MAX_MODEL_YAML_BYTES = 1024 * 1024
@@ -238,7 +247,7 @@ def _bounded_copy(node: Any, depth: int, budget: list[int], source: str) -> Any:
 def model_config(
     name: str,
     version: str | None,
-    settings: ServerSettings,
+    settings: ModelDefaults,
     *,
     yaml_config: Mapping[str, Any] | None = None,
     api_overrides: Mapping[str, Any] | None = None,
@@ -262,7 +271,7 @@ def model_config(
     return config
 
 
-def _base(name: str, version: str | None, settings: ServerSettings, workers: int) -> ModelConfig:
+def _base(name: str, version: str | None, settings: ModelDefaults, workers: int) -> ModelConfig:
     """The config.properties entry for this model version, or one built from server defaults."""
     entries = [m for m in settings.models if m.name == name]
     if version is not None:

@@ -28,6 +28,7 @@ from marserve.settings.values import (
     to_path,
     to_port,
     to_positive_int,
+    to_positive_number,
     to_regex_list,
     to_text,
 )
@@ -104,7 +105,7 @@ class ServerSettings:
     enable_model_api: bool = False  # register/unregister over the management API
     allowed_hosts: tuple[str, ...] = ()  # extra Host names a loopback listener answers ("*": any)
     disable_token_authorization: bool = False  # token auth is on unless this is true
-    token_expiration_min: int = 60
+    token_expiration_min: float = 60.0  # fractions as in TorchServe (its test config: 0.25)
     blacklist_env_vars: str | None = None  # regex of environment names hidden from workers
     # TLS: file paths only; nothing is read here.
     keystore: Path | None = None
@@ -191,7 +192,7 @@ _KEYS: dict[str, _Converter] = {
     "enable_model_api": to_bool,
     "allowed_hosts": to_list,
     "disable_token_authorization": to_bool,
-    "token_expiration_min": to_positive_int,
+    "token_expiration_min": to_positive_number,
     "blacklist_env_vars": to_optional_regex,
     "keystore": to_path,
     "keystore_pass": to_optional_text,

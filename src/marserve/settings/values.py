@@ -144,6 +144,21 @@ def to_positive_int(value: object, key: str) -> int:
     return to_int(value, key, 1)
 
 
+_DECIMAL = re.compile(r"[+]?([0-9]{1,12}(\.[0-9]{0,12})?|\.[0-9]{1,12})")
+
+
+def to_positive_number(value: object, key: str) -> float:
+    """A number above 0 (``0.25``, ``5``), as TorchServe's Double-valued keys take."""
+    number: float | None = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
+        number = float(value.strip())
+    if number is None or not 0 < number < 1e12:
+        raise bad(key, value, "a positive number")
+    return number
+
+
 def to_non_negative_int(value: object, key: str) -> int:
     return to_int(value, key, 0)
 

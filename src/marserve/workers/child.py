@@ -18,8 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from marserve.access_log import LOG_FORMAT_ENV, configure_worker_logging
+from marserve.handlers.loader import HandlerError
 from marserve.handlers.metrics import MetricsCache, batch_measurements
+from marserve.observability.access_log import LOG_FORMAT_ENV, configure_worker_logging
 from marserve.workers import tuning, wire
 from marserve.workers.messages import Batch, BatchResult, ItemResult, Loaded, LoadModel
 
@@ -161,7 +162,19 @@ def _release_cuda_cache() -> None:
         torch.cuda.empty_cache()
 
 
+def describe(entry: EntryPoint, batch: Batch) -> BatchResult:
+    """TorchServe's customized metadata: the handler object's ``describe_handle()``."""
+    method = getattr(getattr(entry, "__self__", None), "describe_handle", None)
+    try:
+        value = method() if callable(method) else None
+    except Exception as exc:  # user code
+        return _failure(batch, exc)
+    return BatchResult(batch.batch_id, results=[ItemResult(_plain(value)) for _ in batch.items])
+
+
 def run_batch(entry: EntryPoint, context: Any, batch: Batch) -> BatchResult:
+    if batch.verb == "describe":
+        return describe(entry, batch)
     headers = batch.headers
     if batch.verb == "explain":  # TorchServe's handlers pick explain_handle on this header
         headers = [{**h, "explain": "True"} for h in headers]
@@ -205,7 +218,9 @@ def serve(sock: socket.socket) -> int:
         entry, context, loaded = load(message)
     except Exception as exc:
         log.exception("loading model %s failed", message.model_name)
-        wire.send(sock, Loaded(pid=os.getpid(), device="", error=f"{type(exc).__name__}: {exc}"))
+        error = f"{type(exc).__name__}: {exc}"
+        permanent = isinstance(exc, (HandlerError, ImportError, SyntaxError))
+        wire.send(sock, Loaded(os.getpid(), "", error, permanent=permanent))
         return 1
     wire.send(sock, loaded)
     while True:

@@ -31,6 +31,7 @@ class Loaded:
     pid: int
     device: str
     error: str | None = None
+    permanent: bool = False  # the error is one a restart cannot fix (the handler won't import)
 
 
 @dataclass(slots=True)

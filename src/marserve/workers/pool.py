@@ -95,7 +95,14 @@ class WorkerState(str, enum.Enum):
 
 
 class WorkerLoadError(RuntimeError):
-    """A worker could not load its model (the message comes from the worker)."""
+    """A worker could not load its model (the message comes from the worker).
+
+    ``permanent`` when loading failed in a way a restart cannot change (the handler cannot be
+    imported or resolved): waiting for such a worker is pointless."""
+
+    def __init__(self, message: str, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 @dataclass(slots=True)
@@ -156,7 +163,10 @@ class Worker:
             raise WorkerLoadError(f"worker did not load the model: {exc!r}") from exc
         if not isinstance(loaded, Loaded) or loaded.error:
             await self.kill()
-            raise WorkerLoadError(getattr(loaded, "error", "unexpected answer from worker"))
+            raise WorkerLoadError(
+                getattr(loaded, "error", "unexpected answer from worker"),
+                permanent=bool(getattr(loaded, "permanent", False)),
+            )
         self.device = loaded.device
         self.load_seconds = time.monotonic() - self.started_at
         self.state = WorkerState.READY
@@ -296,6 +306,7 @@ class WorkerPool:
         self._closed = False
         self.restarts = 0
         self.last_error: str | None = None
+        self.permanent_error: str | None = None  # the last load failure no restart can fix
         self.pending: Callable[[], int] = lambda: 0  # set by the model handle (queued requests)
         self._scale_state = ScaleState(0)
         self._autoscaling = False
@@ -325,14 +336,16 @@ class WorkerPool:
         small machine, workers importing torch side by side only slow each other down, so
         this answers the first request sooner and reaches full strength about as fast.
         """
-        target = max(1, self.config.min_workers)
+        target = self.config.min_workers
+        self._scale_state = ScaleState(target)
+        self._start_autoscaler()
+        if target == 0:  # TorchServe registers with 0 workers: the scale API adds them
+            return
         self._resize(1)
         if self._warm is not None:
             self._slots[0].warm = self._warm.take()
-        self._scale_state = ScaleState(target)
         if target > 1:
             self._background(self._start_the_rest(target))
-        self._start_autoscaler()
 
     async def _start_the_rest(self, target: int) -> None:
         await self._first_attempt.wait()
@@ -384,10 +397,13 @@ class WorkerPool:
         self._start_autoscaler()
 
     async def wait_for_workers(self, count: int, timeout_s: float) -> bool:
-        """Wait until ``count`` workers are live (registration and scaling with synchronous)."""
+        """Wait until ``count`` workers are live (registration and scaling with synchronous).
+
+        Gives up at once when a worker failed to load in a way no restart can fix."""
         deadline = time.monotonic() + timeout_s
+        self.permanent_error = None
         while self.live_workers < count:
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or self.permanent_error is not None:
                 return False
             await asyncio.sleep(0.05)
         return True
@@ -433,6 +449,8 @@ class WorkerPool:
             except (WorkerLoadError, OSError) as exc:
                 self._first_attempt.set()
                 self.last_error = str(exc)
+                if getattr(exc, "permanent", False):
+                    self.permanent_error = str(exc)
                 log.error("model %s: worker failed to start: %s", self._load.model_name, exc)
             else:
                 self._first_attempt.set()

@@ -141,7 +141,8 @@ class SystemMetrics:
 
     def _gauge(self, name: str) -> GaugeMetricFamily:
         unit, labels = self.families[name]
-        return GaugeMetricFamily(name, f"Host metric {name} ({unit})", labels=list(labels))
+        doc = f"Torchserve prometheus gauge metric with unit: {unit}"
+        return GaugeMetricFamily(name, doc, labels=list(labels))
 
     def _host_values(self) -> dict[str, float]:
         values: dict[str, float] = {}

@@ -4,7 +4,8 @@ Each family is fixed by its first value (kind, unit, dimension names); workers o
 the same counters, set the same gauges and observe into the same histograms. Names and label
 names are made valid for Prometheus, ``Hostname`` is added as TorchServe's backend does, and the
 number of families and series is capped so that a handler cannot grow the scrape without bound.
-Counters keep their exact name (no ``_total``), as TorchServe exposes them, so they are untyped.
+Counters keep their exact name (no ``_total``), as TorchServe exposes them: untyped families to
+prometheus_client, written as counters in TorchServe's text form (see ``torchserve_text``).
 """
 
 from __future__ import annotations
@@ -184,9 +185,13 @@ class HandlerMetrics:
         self._refuse(name, why)
         return None
 
+    def names(self) -> list[str]:
+        """The families handlers have recorded so far."""
+        return list(self._families)
+
     def collect(self) -> Iterator[Metric]:
         for family in list(self._families.values()):
-            doc = f"Handler metric {family.name} ({family.unit or 'unit'})"
+            doc = f"Torchserve prometheus {family.kind} metric with unit: {family.unit or 'unit'}"
             labels = list(family.label_names)
             if family.kind == "histogram":
                 histogram = HistogramMetricFamily(family.name, doc, labels=labels)

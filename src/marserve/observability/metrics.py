@@ -2,7 +2,9 @@
 
 ``ServerMetrics`` is built by the Server (one per process, on its own ``CollectorRegistry``) and
 handed to whatever measures: the REST observer, the gRPC adapter (``observe_request``) and each
-model's batch path (``ModelMetrics``, attached to the handle when it is registered). Workers
+model's batch path (``ModelMetrics``, handed to the model source when it tells of a new model).
+Metrics never reach into the registry: it tells them (``model_added``/``model_removed``), resolves
+request names (``lookup``) and hands over state snapshots at scrape time (``snapshots``). Workers
 send their measurements with every ``BatchResult``; only the front process holds metrics.
 
 Families, by origin:
@@ -16,8 +18,10 @@ Families, by origin:
 - TorchServe: ``Requests2XX/4XX/5XX``, ``ts_inference_requests_total``,
   ``ts_inference_latency_microseconds``, ``ts_queue_latency_microseconds``, ``QueueTime``,
   ``WorkerThreadTime``, ``WorkerLoadTime``, host gauges, and the handlers' own metrics
-  (``HandlerTime``, ``PredictionTime``, anything from ``context.metrics``). TorchServe's
-  counters without a ``_total`` suffix keep their exact names and are therefore untyped.
+  (``HandlerTime``, ``PredictionTime``, anything from ``context.metrics``). The text format
+  writes these as TorchServe does (``torchserve_text``: declared label order, trailing comma,
+  counters typed ``counter`` under their exact names); its ``ts_*`` series outlive an
+  unregistered model, as TorchServe's do.
 
 Labels never carry request ids or free text: a request for a model that is not loaded is
 counted under ``model=""``, and a status outside 100-599 as ``status="other"``.
@@ -25,10 +29,10 @@ counted under ``model=""``, and a status outside 100-599 as ``status="other"``.
 
 from __future__ import annotations
 
-import collections
 import socket
 from collections.abc import Collection, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, UnknownMetricFamily
@@ -37,15 +41,12 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from marserve.batching import QueueFull
-from marserve.custom_metrics import HandlerMetrics
-from marserve.errors import MarserveError, RequestTimeout
-from marserve.system_metrics import GPU_FAMILIES, SystemMetrics
+from marserve.errors import QueueFull, RequestTimeout
+from marserve.observability.custom_metrics import HandlerMetrics
+from marserve.observability.model_state import ModelSource, ModelState, WorkerLoadTimes
+from marserve.observability.system_metrics import GPU_FAMILIES, SystemMetrics
+from marserve.observability.torchserve_text import help_text, render
 from marserve.workers.messages import BatchResult
-from marserve.workers.pool import WorkerState
-
-if TYPE_CHECKING:
-    from marserve.registry import ModelHandle, ModelRegistry
 
 LATENCY_BUCKETS = (
     0.001,
@@ -113,9 +114,7 @@ class ModelMetrics:
         self._server = server
         self._requests: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._rejected: dict[str, Any] = {}
-        self.ts_requests = 0
-        self.ts_latency_us = 0.0
-        self.ts_queue_us = 0.0
+        self.ts = server.compat.series(name, version)
         if name:
             self._queue_wait = server.queue_wait.labels(name, version)
             self._batch_size = server.batch_size.labels(name, version)
@@ -133,8 +132,8 @@ class ModelMetrics:
         children[0].inc()
         children[1].observe(seconds)
         if 200 <= status < 300 and self.name:
-            self.ts_requests += 1
-            self.ts_latency_us += seconds * 1e6
+            self.ts.requests += 1
+            self.ts.latency_us += seconds * 1e6
 
     def reject(self, reason: str) -> None:
         child = self._rejected.get(reason)
@@ -151,7 +150,7 @@ class ModelMetrics:
         for wait in waits:
             self._queue_wait.observe(wait)
             total += wait
-        self.ts_queue_us += total * 1e6
+        self.ts.queue_us += total * 1e6
         self._server.compat.queue_time_ms = waits[-1] * 1000.0
 
     def observe_result(self, result: BatchResult, verb: str, roundtrip_s: float) -> None:
@@ -178,7 +177,10 @@ class ModelMetrics:
                 self._dropped.inc(dropped)
 
     def forget(self) -> None:
-        """Remove this model version's labelled series (the model was unregistered)."""
+        """Remove this model version's labelled series (the model was unregistered).
+
+        TorchServe's ``ts_*`` series stay, as TorchServe keeps them, and count on when the
+        version is registered again."""
         server = self._server
         for protocol, verb, status in self._requests:
             values = (self.name, self.version, protocol, verb, status_label(status))
@@ -191,103 +193,105 @@ class ModelMetrics:
                 metric.remove(self.name, self.version)
 
 
+@dataclass(slots=True)
+class TorchServeSeries:
+    """One model version's ``ts_*`` counters (kept after it is unregistered, as TorchServe)."""
+
+    requests: int = 0
+    latency_us: float = 0.0
+    queue_us: float = 0.0
+
+
 class TorchServeCompat:
     """TorchServe's frontend metrics, by its names and labels, from marserve's measurements."""
 
-    def __init__(self, hostname: str, models: dict[tuple[str, str], ModelMetrics]) -> None:
+    NAMES = ("Requests2XX", "Requests4XX", "Requests5XX", "ts_inference_requests",
+             "ts_inference_latency_microseconds", "ts_queue_latency_microseconds", "QueueTime",
+             "WorkerThreadTime")  # fmt: skip
+
+    def __init__(self, hostname: str) -> None:
         self.hostname = hostname
-        self.models = models
+        self._series: dict[tuple[str, str], TorchServeSeries] = {}
         self.responses = [0] * 6  # by status class: Requests2XX is responses[2]
         self.queue_time_ms: float | None = None
         self.worker_thread_ms: float | None = None
+
+    def series(self, name: str, version: str) -> TorchServeSeries:
+        """The ``ts_*`` counters of a model version (unknown names count nowhere)."""
+        if not name:
+            return TorchServeSeries()
+        found = self._series.get((name, version))
+        if found is None:
+            found = self._series[(name, version)] = TorchServeSeries()
+        return found
 
     def collect(self) -> Iterator[Metric]:
         host = ["Host", self.hostname]
         for status_class in (2, 4, 5):
             name = f"Requests{status_class}XX"
             family = UnknownMetricFamily(
-                name, f"Responses with a {status_class}xx status", labels=["Level", "Hostname"]
+                name, help_text("counter", "Count"), labels=["Level", "Hostname"]
             )
-            family.add_metric(host, float(self.responses[status_class]))
+            count = self.responses[status_class]
+            if count:  # TorchServe writes no sample before the first one
+                family.add_metric(host, float(count))
             yield family
         labels = ["model_name", "model_version", "hostname"]
         requests = CounterMetricFamily(
-            "ts_inference_requests", "Successful inference requests", labels=labels
+            "ts_inference_requests", help_text("counter", "Count"), labels=labels
         )
         latency = UnknownMetricFamily(
-            "ts_inference_latency_microseconds", "Cumulative inference latency", labels=labels
+            "ts_inference_latency_microseconds", help_text("counter", "Microseconds"), labels=labels
         )
         queue = UnknownMetricFamily(
-            "ts_queue_latency_microseconds", "Cumulative queue latency", labels=labels
+            "ts_queue_latency_microseconds", help_text("counter", "Microseconds"), labels=labels
         )
-        for model in list(self.models.values()):
-            values = [model.name, model.version, self.hostname]
-            requests.add_metric(values, float(model.ts_requests))
-            latency.add_metric(values, model.ts_latency_us)
-            queue.add_metric(values, model.ts_queue_us)
+        for (model, version), ts in list(self._series.items()):
+            values = [model, version, self.hostname]
+            requests.add_metric(values, float(ts.requests))
+            latency.add_metric(values, ts.latency_us)
+            queue.add_metric(values, ts.queue_us)
         yield from (requests, latency, queue)
         for name, value in (
             ("QueueTime", self.queue_time_ms),
             ("WorkerThreadTime", self.worker_thread_ms),
         ):
             gauge = GaugeMetricFamily(
-                name, f"{name} of the latest batch (ms)", labels=["Level", "Hostname"]
+                name, help_text("gauge", "Milliseconds"), labels=["Level", "Hostname"]
             )
             if value is not None:
                 gauge.add_metric(host, value)
             yield gauge
 
 
-class ModelState:
-    """Gauges read from the registry at scrape time: queues, readiness, workers, restarts."""
+class _Listed:
+    """Families collected once, as a source for an encoder."""
 
-    def __init__(self, models: ModelRegistry, hostname: str) -> None:
-        self.models = models
-        self.hostname = hostname
+    def __init__(self, metrics: list[Metric]) -> None:
+        self.metrics = metrics
 
     def collect(self) -> Iterator[Metric]:
-        pair = ["model", "version"]
-        depth = GaugeMetricFamily(
-            "marserve_queue_depth", "Requests waiting for a worker", labels=pair
-        )
-        ready = GaugeMetricFamily("marserve_model_ready", "1 when a worker is live", labels=pair)
-        workers = GaugeMetricFamily(
-            "marserve_workers", "Worker processes by state", labels=[*pair, "state"]
-        )
-        restarts = CounterMetricFamily(
-            "marserve_worker_restarts", "Worker processes restarted after exiting", labels=pair
-        )
-        load = GaugeMetricFamily(
-            "WorkerLoadTime",
-            "Time a live worker took to load its model (ms)",
-            labels=["WorkerName", "Level", "Hostname"],
-        )
-        for handle in list(self.models):
-            values = [handle.name, handle.version]
-            depth.add_metric(values, float(handle.queue_depth))
-            ready.add_metric(values, 1.0 if handle.ready else 0.0)
-            restarts.add_metric(values, float(handle.pool.restarts))
-            states = collections.Counter(worker.state for worker in handle.pool.workers)
-            for state in WorkerState:
-                workers.add_metric([*values, state.value.lower()], float(states[state]))
-            for worker in list(handle.pool.workers):
-                seconds = worker.load_seconds
-                if worker.alive and seconds is not None:
-                    name = f"W-{worker.load.worker_index}-{handle.name}_{handle.version}"
-                    load.add_metric([name, "Host", self.hostname], seconds * 1000.0)
-        yield from (depth, ready, workers, restarts, load)
+        return iter(self.metrics)
 
 
 class _Only:
     """A registry view keeping the families (or samples) named in TorchServe's ``name[]``."""
 
-    def __init__(self, registry: CollectorRegistry, names: Collection[str]) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry | _Listed,
+        names: Collection[str],
+        skip: Collection[str] = (),
+    ) -> None:
         self.registry = registry
         self.names = frozenset(names)
+        self.skip = frozenset(skip)
 
     def collect(self) -> Iterator[Metric]:
         for metric in self.registry.collect():
-            if metric.name in self.names:
+            if metric.name in self.skip:
+                continue
+            if not self.names or metric.name in self.names:
                 yield metric
                 continue
             samples = [s for s in metric.samples if s.name in self.names]
@@ -302,7 +306,7 @@ class ServerMetrics:
 
     def __init__(
         self,
-        models: ModelRegistry,
+        models: ModelSource,
         *,
         registry: CollectorRegistry | None = None,
         hostname: str | None = None,
@@ -314,9 +318,10 @@ class ServerMetrics:
         self.models = models
         self._by_model: dict[tuple[str, str], ModelMetrics] = {}
         self._declare(self.registry)
-        self.compat = TorchServeCompat(self.hostname, self._by_model)
-        self.registry.register(self.compat)
-        self.registry.register(ModelState(models, self.hostname))
+        self.compat = TorchServeCompat(self.hostname)
+        loads = WorkerLoadTimes(models, self.hostname)
+        for collector in (self.compat, ModelState(models), loads):
+            self.registry.register(collector)
         self.system: SystemMetrics | None = None
         if system_metrics:
             self.system = SystemMetrics(self.hostname, find_nvidia_smi=find_nvidia_smi)
@@ -329,10 +334,7 @@ class ServerMetrics:
         self.registry.register(self.handler)
         self._exported = sample_names({**own, **{n: "gauge" for n in HANDLER_DEFAULTS}})
         self.unknown = ModelMetrics(self, UNKNOWN_MODEL, "")
-        models.on_add.append(self.attach)
-        models.on_remove.append(self.detach)
-        for handle in models:
-            self.attach(handle)
+        models.watch(self)
 
     def _declare(self, r: CollectorRegistry) -> None:
         self.requests = Counter(
@@ -386,13 +388,13 @@ class ServerMetrics:
             metrics = self._by_model[(name, version)] = ModelMetrics(self, name, version)
         return metrics
 
-    def attach(self, handle: ModelHandle) -> None:
-        """Registry hook: a model version was registered."""
-        handle.metrics = self.model(handle.name, handle.version)
+    def model_added(self, name: str, version: str) -> ModelMetrics:
+        """Told: a model version was registered; returns the series its batches report to."""
+        return self.model(name, version)
 
-    def detach(self, handle: ModelHandle) -> None:
-        """Registry hook: a model version was unregistered; its series go."""
-        metrics = self._by_model.pop((handle.name, handle.version), None)
+    def model_removed(self, name: str, version: str) -> None:
+        """Told: a model version was unregistered; its series go."""
+        metrics = self._by_model.pop((name, version), None)
         if metrics is not None:
             metrics.forget()
 
@@ -400,11 +402,10 @@ class ServerMetrics:
         """The series for a request naming ``name``/``version``; unknown names share one."""
         if not name:
             return self.unknown
-        try:
-            handle = self.models.get(name, version or None)
-        except MarserveError:
+        found = self.models.lookup(name, version or None)
+        if found is None:
             return self.unknown
-        return self.model(handle.name, handle.version)
+        return self.model(*found)
 
     # requests ---------------------------------------------------------------------------------
     def observe_status(self, status: int) -> None:
@@ -448,8 +449,21 @@ class ServerMetrics:
     def exposition(self, accept: str | None, names: Collection[str] = ()) -> tuple[bytes, str]:
         """The scrape body and its content type (OpenMetrics when ``accept`` asks for it)."""
         encoder, content_type = choose_encoder(accept or "")
-        source = _Only(self.registry, names) if names else self.registry
-        return encoder(source), content_type
+        if not content_type.startswith("text/plain"):
+            source = _Only(self.registry, names) if names else self.registry
+            return encoder(source), content_type
+        torchserve = self._torchserve_names()
+        collected = list(self.registry.collect())  # once: host readings are not free
+        theirs = [metric for metric in collected if metric.name in torchserve]
+        ours = _Only(_Listed(collected), names, skip=torchserve)
+        return encoder(ours) + render(theirs, names).encode(), content_type
+
+    def _torchserve_names(self) -> frozenset[str]:
+        """TorchServe's families, written in its text form (see ``torchserve_text``)."""
+        names = {*TorchServeCompat.NAMES, "WorkerLoadTime", *self.handler.names()}
+        if self.system is not None:
+            names.update(self.system.families)
+        return frozenset(names)
 
     def exported_names(self) -> frozenset[str]:
         """Every sample name marserve itself can export (dashboards may use only these)."""

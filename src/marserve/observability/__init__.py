@@ -1,0 +1,1 @@
+"""Observability: metrics, handler metrics, host metrics and the access log, told what happened."""
