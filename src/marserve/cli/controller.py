@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from marserve.controlplane.controller import Operator
 
 
 def marserve_home() -> Path:
@@ -32,7 +36,16 @@ def controller(port: int, gateway_port: int, domain: str, home: Path | None) -> 
     config = ControllerConfig(
         home=home or marserve_home(), port=port, gateway_port=gateway_port, domain=domain
     )
-    asyncio.run(run_controller(config))
+    asyncio.run(run_controller(config, [reconciler_operator()]))
+
+
+def reconciler_operator() -> Operator:
+    """The InferenceService reconciler; ``MARSERVE_CRASH_BACKOFF_S``: CrashLoopBackOff's base."""
+    from marserve.controlplane.operator import operator
+    from marserve.controlplane.replicas import Backoff
+
+    base = float(os.environ.get("MARSERVE_CRASH_BACKOFF_S") or 10.0)
+    return operator(None, backoff=Backoff(base=base))
 
 
 @click.command()

@@ -1,0 +1,148 @@
+"""Pod objects for replicas, pure: Knative's names, phase, conditions and container statuses."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from typing import Any
+
+from marserve.controlplane.reconciler import Failure
+from marserve.controlplane.replicas import PodState
+from marserve.controlplane.revisions import ISVC_LABEL, REVISION_LABEL
+from marserve.controlplane.runtime import CONTAINER
+
+Obj = dict[str, Any]
+
+# The alphabet Kubernetes uses for generated names and pod-template hashes (no vowels).
+_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+
+
+def _encode(data: bytes, length: int) -> str:
+    number = int.from_bytes(data, "big")
+    out = []
+    for _ in range(length):
+        number, digit = divmod(number, len(_ALPHABET))
+        out.append(_ALPHABET[digit])
+    return "".join(out)
+
+
+def template_hash(revision: str) -> str:
+    return _encode(hashlib.sha256(revision.encode()).digest(), 10)
+
+
+def pod_name(revision: str) -> str:
+    """``NAME-predictor-0000N-deployment-<hash>-<suffix>``, as a Knative Deployment's pods."""
+    return f"{revision}-deployment-{template_hash(revision)}-{_encode(secrets.token_bytes(8), 5)}"
+
+
+def _terminated(f: Failure, started: str | None) -> Obj:
+    state: Obj = {"exitCode": f.exit_code, "reason": f.reason, "finishedAt": f.time}
+    state["startedAt"] = started or f.time
+    if f.message:
+        state["message"] = f.message
+    return state
+
+
+def _container_status(state: PodState, image: str) -> Obj:
+    view = state.view
+    status: Obj = {
+        "name": CONTAINER,
+        "image": image,
+        "imageID": "",
+        "ready": view.ready,
+        "started": state.running_since is not None,
+        "restartCount": view.restarts,
+        "lastState": {},
+    }
+    if view.last_failure is not None:
+        status["lastState"] = {"terminated": _terminated(view.last_failure, None)}
+    if state.running_since is not None:
+        status["state"] = {"running": {"startedAt": state.running_since}}
+    elif view.waiting == "CrashLoopBackOff" and view.last_failure is not None:
+        message = f"back-off restarting failed container {CONTAINER} in pod {view.name}"
+        status["state"] = {"waiting": {"reason": "CrashLoopBackOff", "message": message}}
+    else:
+        status["state"] = {"waiting": {"reason": view.waiting or "ContainerCreating"}}
+    return status
+
+
+def _cond(kind: str, ok: bool, now: str, reason: str = "", message: str = "") -> Obj:
+    cond: Obj = {"type": kind, "status": "True" if ok else "False", "lastTransitionTime": now}
+    if reason:
+        cond["reason"] = reason
+    if message:
+        cond["message"] = message
+    return cond
+
+
+def pod_object(
+    isvc: Obj,
+    revision: str,
+    state: PodState,
+    *,
+    image: str,
+    args: list[str],
+    now: str,
+    created: str,
+    unschedulable: str | None = None,
+) -> Obj:
+    """The Pod as ``kubectl get pods`` / ``describe`` / the SDK read it."""
+    meta = isvc["metadata"]
+    name, view = meta["name"], state.view
+    ports = []
+    if state.endpoint is not None:
+        ports.append({"name": "http1", "containerPort": state.endpoint.port, "protocol": "TCP"})
+        if state.endpoint.grpc_port is not None:
+            ports.append({"name": "h2c", "containerPort": state.endpoint.grpc_port,
+                          "protocol": "TCP"})  # fmt: skip
+    spec: Obj = {
+        "containers": [{"name": CONTAINER, "image": image, "args": args, "ports": ports}],
+        "restartPolicy": "Always",
+        "nodeName": "" if unschedulable else "marserve",
+    }
+    resources = isvc.get("spec", {}).get("predictor", {}).get("model", {}).get("resources")
+    if resources:
+        spec["containers"][0]["resources"] = resources
+    status: Obj
+    if unschedulable:
+        status = {
+            "phase": "Pending",
+            "conditions": [_cond("PodScheduled", False, now, "Unschedulable", unschedulable)],
+            "qosClass": "Burstable",
+        }
+    else:
+        running = state.running_since is not None
+        status = {
+            "phase": "Running" if running else "Pending",
+            "conditions": [
+                _cond("PodReadyToStartContainers", True, created),
+                _cond("Initialized", True, created),
+                _cond("Ready", view.ready, now),
+                _cond("ContainersReady", view.ready, now),
+                _cond("PodScheduled", True, created),
+            ],
+            "hostIP": "127.0.0.1",
+            "podIP": "127.0.0.1",
+            "podIPs": [{"ip": "127.0.0.1"}],
+            "startTime": created,
+            "containerStatuses": [_container_status(state, image)],
+            "qosClass": "Burstable",
+        }
+    labels = {
+        ISVC_LABEL: name,
+        "component": "predictor",
+        REVISION_LABEL: revision,
+        "serving.knative.dev/configuration": f"{name}-predictor",
+        "serving.knative.dev/service": f"{name}-predictor",
+        "app": revision,
+        "pod-template-hash": template_hash(revision),
+    }
+    annotations = {"marserve.dev/pid": str(state.pid or "")}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": view.name, "namespace": meta.get("namespace", "default"),
+                     "labels": labels, "annotations": annotations},
+        "spec": spec,
+        "status": status,
+    }  # fmt: skip
