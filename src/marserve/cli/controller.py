@@ -40,12 +40,14 @@ def controller(port: int, gateway_port: int, domain: str, home: Path | None) -> 
 
 
 def reconciler_operator() -> Operator:
-    """The InferenceService reconciler; ``MARSERVE_CRASH_BACKOFF_S``: CrashLoopBackOff's base."""
+    """The InferenceService reconciler; ``MARSERVE_CRASH_BACKOFF_S``: CrashLoopBackOff's base,
+    ``MARSERVE_LIVENESS_S``: how long a started replica may stay unhealthy before it is killed."""
     from marserve.controlplane.operator import operator
-    from marserve.controlplane.replicas import Backoff
+    from marserve.controlplane.replicas import LIVENESS_S, Backoff
 
     base = float(os.environ.get("MARSERVE_CRASH_BACKOFF_S") or 10.0)
-    return operator(None, backoff=Backoff(base=base))
+    liveness = float(os.environ.get("MARSERVE_LIVENESS_S") or LIVENESS_S)
+    return operator(None, backoff=Backoff(base=base), liveness_s=liveness)
 
 
 @click.command()

@@ -32,6 +32,7 @@ from marserve.controlplane.reconciler import (
     scheduler_message,
 )
 from marserve.controlplane.replicas import (
+    LIVENESS_S,
     Backoff,
     Placement,
     PodState,
@@ -117,10 +118,12 @@ class Reconciler:
         tick_s: float = 0.5,
         gpus: int | None = None,
         env: Mapping[str, str] | None = None,
+        liveness_s: float = LIVENESS_S,
     ) -> None:
         self.store, self.config, self.sink = store, config, sink
         self.backoff = backoff or Backoff()
         self.tick_s = tick_s
+        self.liveness_s = liveness_s
         self.env = dict(os.environ if env is None else env)
         self.gpus = count_gpus(self.env) if gpus is None else gpus
         self.services: dict[tuple[str, str], dict[str, RevisionRuntime]] = {}
@@ -143,6 +146,8 @@ class Reconciler:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), self.tick_s)
         finally:
+            for replica in self._all_replicas():
+                replica.release()
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
@@ -232,7 +237,7 @@ class Reconciler:
 
     async def _scale(self, rev: RevisionRuntime, count: int, plan: Plan) -> None:
         if rev.name in plan.unschedulable:
-            rev.pending_pod = rev.pending_pod or pod_name(rev.name)
+            rev.pending_pod = pod_name(rev.name, seed="unschedulable")
         if count == 0:
             for name in list(rev.replicas):
                 await self._remove_replica(rev, name)
@@ -255,7 +260,7 @@ class Reconciler:
                 return False
             settings = storage_settings(self.config.home, self.env)
             rev.pull = asyncio.create_task(pull_revision(uri, rev.folder / "model", settings))
-            rev.pull.add_done_callback(lambda _: self.wake.set())
+            rev.pull.add_done_callback(self._pulled)
             rev.storage = "pulling"
         if rev.storage == "pulling" and rev.pull is not None and rev.pull.done():
             try:
@@ -268,6 +273,11 @@ class Reconciler:
             (rev.folder / "model.json").write_text(json.dumps({"path": str(rev.model_dir)}))
             self._build_spec(rev)
         return rev.storage == "ready" and rev.spec is not None
+
+    def _pulled(self, task: asyncio.Task[Path]) -> None:
+        if not task.cancelled():
+            task.exception()  # retrieved here; the next pass reads the result
+        self.wake.set()
 
     def _build_spec(self, rev: RevisionRuntime) -> None:
         assert rev.model_dir is not None
@@ -291,6 +301,7 @@ class Reconciler:
             rev.spec,
             backoff=self.backoff,
             placement=Placement(tuple(cpus) if cpus else None, gpus),
+            liveness_s=self.liveness_s,
         )
 
     def _all_replicas(self) -> list[Replica]:
@@ -320,6 +331,10 @@ class Reconciler:
                 shutil.rmtree(self.config.pods_dir / key[0] / name, ignore_errors=True)
             with contextlib.suppress(NotFound):
                 self.store.delete(REVISIONS, key[0], rev.name)
+        pods, _ = self.store.list("pods", key[0], {ISVC_LABEL: key[1]})
+        for pod in pods:  # whatever an earlier controller left, too
+            with contextlib.suppress(NotFound):
+                self.store.delete("pods", key[0], pod["metadata"]["name"])
         shutil.rmtree(self.folder(*key), ignore_errors=True)
         log.info("inferenceservice %s/%s torn down", *key)
 

@@ -30,9 +30,11 @@ def template_hash(revision: str) -> str:
     return _encode(hashlib.sha256(revision.encode()).digest(), 10)
 
 
-def pod_name(revision: str) -> str:
-    """``NAME-predictor-0000N-deployment-<hash>-<suffix>``, as a Knative Deployment's pods."""
-    return f"{revision}-deployment-{template_hash(revision)}-{_encode(secrets.token_bytes(8), 5)}"
+def pod_name(revision: str, seed: str | None = None) -> str:
+    """``NAME-predictor-0000N-deployment-<hash>-<suffix>``, as a Knative Deployment's pods; a
+    ``seed`` makes the suffix stable (the one Pending pod of an unschedulable revision)."""
+    raw = secrets.token_bytes(8) if seed is None else hashlib.sha256(seed.encode()).digest()
+    return f"{revision}-deployment-{template_hash(revision)}-{_encode(raw, 5)}"
 
 
 def _terminated(f: Failure, started: str | None) -> Obj:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from marserve.controlplane.revisions import revision_name, template_hash
+from marserve.controlplane.runtime import SpecError, predictor_model, resources_of
 from marserve.controlplane.traffic import canary_split
 
 Obj = dict[str, Any]
@@ -120,7 +121,7 @@ def reconcile(isvc: Obj, observed: Observed) -> Plan:
     wanted_hash = template_hash(isvc)
     if not revisions or revisions[-1].template_hash != wanted_hash:
         number = revision_number(revisions[-1].name) + 1 if revisions else 1
-        new = RevisionView(revision_name(name, number), wanted_hash)
+        new = RevisionView(revision_name(name, number), wanted_hash, gpus=_gpus(isvc))
         actions.append(CreateRevision(new.name, number, wanted_hash))
         revisions.append(new)
     latest = revisions[-1]
@@ -165,6 +166,13 @@ def reconcile(isvc: Obj, observed: Observed) -> Plan:
     status = _status(isvc, observed, components, conditions)
     status["modelStatus"] = model_status(latest, components, conditions, previous, observed.now)
     return Plan(tuple(actions), status, frozenset(unschedulable))
+
+
+def _gpus(isvc: Obj) -> int:
+    try:
+        return resources_of(predictor_model(isvc)).gpus
+    except SpecError:
+        return 0
 
 
 def _known(value: object, names: set[str]) -> str | None:
@@ -232,7 +240,7 @@ def _revision_failure(rev: RevisionView, unschedulable: set[str]) -> str | None:
         return rev.failure.message
     if rev.ready:
         return None
-    failing = [r for r in rev.replicas if r.last_failure is not None and r.waiting is not None]
+    failing = [r for r in rev.replicas if r.last_failure is not None and not r.ready]
     if failing and len(failing) == len(rev.replicas):
         f = failing[0].last_failure
         assert f is not None
@@ -325,7 +333,7 @@ def model_status(
     elif not latest.replicas:
         target = "Loading" if latest.storage == "pulling" else "Pending"
     else:
-        crashed = [r for r in latest.replicas if r.waiting == "CrashLoopBackOff"]
+        crashed = [r for r in latest.replicas if r.last_failure is not None and not r.ready]
         if crashed and not latest.ready and crashed[0].last_failure is not None:
             target, new_failure = "FailedToLoad", crashed[0].last_failure
         else:

@@ -25,6 +25,9 @@ log = logging.getLogger("marserve.controlplane.replicas")
 
 PROBE_TIMEOUT_S = 2.0
 MESSAGE_LINES = 5
+LIVENESS_S = 60.0
+"""How long a started replica (models attempted, ports written) may fail ``/ping`` before it is
+killed as a failed liveness probe: a handler that raises in ``initialize`` never gets healthy."""
 
 
 def now_iso() -> str:
@@ -64,19 +67,36 @@ class PodState:
     placement: Placement
 
 
-def _log_tail(path: Path, lines: int = MESSAGE_LINES) -> str:
+def _log_tail(path: Path, start: int = 0, lines: int = MESSAGE_LINES) -> str:
+    """The termination message: the last ERROR line this run logged, else its last lines."""
     try:
         with path.open("rb") as f:
-            f.seek(max(0, path.stat().st_size - 8192))
+            f.seek(max(start, path.stat().st_size - 16384))
             text = f.read().decode(errors="replace")
     except OSError:
         return ""
-    return "\n".join(text.strip().splitlines()[-lines:])
+    tail = text.strip().splitlines()
+    errors = [line for line in tail if " ERROR " in line]
+    return errors[-1].strip() if errors else "\n".join(tail[-lines:])
 
 
 def exit_code_of(returncode: int) -> int:
     """A Popen return code as a container's exit code (signal N -> 128 + N)."""
     return 128 - returncode if returncode < 0 else returncode
+
+
+def _reap(pid: int) -> int | None:
+    """The exit code of a child of this process that has exited (an adopted replica can still
+    be one when the controller ran in-process); None while it runs or when it is not ours."""
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return None
+    return os.waitstatus_to_exitcode(status) if done else None
+
+
+_RELEASED: list[subprocess.Popen[bytes]] = []
+"""Processes handed over to a later controller: kept referenced, never reaped or warned about."""
 
 
 def endpoint_of(urls: dict[str, str]) -> Endpoint | None:
@@ -102,6 +122,7 @@ class Replica:
         backoff: Backoff | None = None,
         placement: Placement | None = None,
         clock: Callable[[], float] = time.monotonic,
+        liveness_s: float = LIVENESS_S,
     ) -> None:
         self.name, self.state_dir, self.log_path, self.spec = name, state_dir, log_path, spec
         self.backoff = backoff or Backoff()
@@ -120,6 +141,9 @@ class Replica:
         self.endpoint: Endpoint | None = None
         self.oom = False
         self.stopped = False
+        self.liveness_s = liveness_s
+        self.unhealthy_since: float | None = None
+        self.log_start = 0
 
     # files --------------------------------------------------------------------------------
     @property
@@ -153,6 +177,7 @@ class Replica:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.config_file.write_text(self.spec.config_text)
         self.ports_file.unlink(missing_ok=True)
+        self.log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         argv = [*self.spec.argv, "--ts-config", str(self.config_file)]
         argv += ["--port-file", str(self.ports_file), "--pid-file", str(self.state_dir / "pid")]
         argv += ["--key-file", str(self.state_dir / "key_file.json")]
@@ -178,6 +203,7 @@ class Replica:
         self.ready = False
         self.oom = False
         self.endpoint = None
+        self.unhealthy_since = None
         self._record()
         log.info("replica %s started (pid %s)", self.name, self.popen.pid)
 
@@ -204,6 +230,9 @@ class Replica:
         if self.popen is not None:
             return self.popen.poll()
         if self.proc is not None:
+            code = _reap(self.proc.pid)
+            if code is not None:
+                return code
             try:
                 gone = not self.proc.is_running() or self.proc.status() == psutil.STATUS_ZOMBIE
             except psutil.Error:
@@ -218,8 +247,6 @@ class Replica:
         now = self.clock()
         if self.popen is None and self.proc is None:
             if self.waiting == "ContainerCreating" or now >= self.until:
-                if self.waiting == "CrashLoopBackOff":
-                    self.restarts += 1
                 self.start()
             return
         code = self._exit_status()
@@ -232,11 +259,12 @@ class Replica:
     def _terminated(self, code: int, now: float) -> None:
         exit_code = 137 if self.oom else exit_code_of(code)
         reason = "OOMKilled" if self.oom else ("Completed" if exit_code == 0 else "Error")
-        self.last = Failure(reason, exit_code, _log_tail(self.log_path), now_iso())
+        self.last = Failure(reason, exit_code, _log_tail(self.log_path, self.log_start), now_iso())
         if now - self.started >= self.backoff.reset_after:
             self.crashes = 0
         self.until = now + self.backoff.delay(self.crashes)
         self.crashes += 1
+        self.restarts += 1  # as the kubelet counts them: each dead instance of the container
         self.popen, self.proc = None, None
         self.ready, self.endpoint, self.running_since = False, None, None
         self.waiting = "CrashLoopBackOff"
@@ -284,6 +312,16 @@ class Replica:
             self.ready = response.status_code == 200
         except httpx.HTTPError:
             self.ready = False
+        now = self.clock()
+        if self.ready:
+            self.unhealthy_since = None
+        elif self.unhealthy_since is None:
+            self.unhealthy_since = now
+        elif now - self.unhealthy_since >= self.liveness_s:
+            log.warning(
+                "replica %s: liveness failed for %.0fs, killing", self.name, self.liveness_s
+            )
+            self._signal(signal.SIGKILL)
 
     def _signal(self, sig: int) -> None:
         pid = self.pid
@@ -309,6 +347,12 @@ class Replica:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(5)
         self.popen, self.proc = None, None
+
+    def release(self) -> None:
+        """The controller stops but the replica keeps serving; the next controller adopts it."""
+        if self.popen is not None and self.popen.poll() is None:
+            _RELEASED.append(self.popen)
+        self.popen = None
 
     def view(self) -> ReplicaView:
         return ReplicaView(self.name, self.ready, self.restarts, self.waiting, self.last)
