@@ -476,3 +476,57 @@ def test_delete_stops_every_process_and_removes_folders(ctl: Controller) -> None
     wait_for(lambda: not any(psutil.pid_exists(p) for p in pids), "the processes gone", 30)
     folder = ctl.home / "isvc" / "default" / "torchserve-mnist-v2"
     wait_for(lambda: not folder.exists(), "the folder removed", 30)
+
+
+def start_cli_controller(home: Path, log: Path) -> tuple[subprocess.Popen[bytes], httpx.Client]:
+    """``marserve controller`` as a user runs it, its API found through the kubeconfig it writes."""
+    (home / "kubeconfig").unlink(missing_ok=True)
+    command = [sys.executable, "-m", "marserve", "controller", "--port", "0",
+               "--gateway-port", "0", "--home", str(home)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MARSERVE_CRASH_BACKOFF_S": "0.5"}
+    with log.open("ab") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    doc = yaml.safe_load(wait_for(lambda: _read(home / "kubeconfig"), "kubeconfig"))
+    api = httpx.Client(
+        base_url=doc["clusters"][0]["cluster"]["server"],
+        headers={"Authorization": f"Bearer {doc['users'][0]['user']['token']}"},
+    )
+    wait_for(lambda: _ok(api, "/version"), "the API")
+    return process, api
+
+
+def test_cli_controller_restart_adopts_replicas_and_delete_stops_them(
+    tmp_path: Path, stores: dict[str, Path]
+) -> None:
+    home, log = tmp_path / "home", tmp_path / "controller.log"
+    home.mkdir()
+    process, api = start_cli_controller(home, log)
+    pids: list[int] = []
+    try:
+        response = api.post(ISVCS, json=sample("torchserve.yaml", stores["good"].as_uri()))
+        assert response.status_code == 201, response.text
+        ready = lambda: condition(api.get(f"{ISVCS}/torchserve").json(), "Ready").get("status")  # noqa: E731
+        wait_for(lambda: ready() == "True", f"Ready True\n{log.read_text()}")
+        pod = api.get(PODS).json()["items"][0]
+        pids.append(int(pod["metadata"]["annotations"]["marserve.dev/pid"]))
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) in (0, -signal.SIGTERM), log.read_text()
+        api.close()
+        assert predict_v1(port_of(pod)).json() == {"predictions": [2]}  # served with no controller
+        process, api = start_cli_controller(home, log)
+        wait_for(lambda: ready() == "True", "Ready True after the restart")
+        again = api.get(PODS).json()["items"]
+        assert [p["metadata"]["annotations"]["marserve.dev/pid"] for p in again] == [str(pids[0])]
+        assert again[0]["status"]["containerStatuses"][0]["restartCount"] == 0
+        assert predict_v1(port_of(pod)).json() == {"predictions": [2]}
+        assert api.delete(f"{ISVCS}/torchserve").status_code == 200
+        wait_for(lambda: not api.get(PODS).json()["items"], "the pods deleted")
+        wait_for(lambda: not psutil.pid_exists(pids[0]), "the replica stopped", 30)
+        assert not (home / "isvc" / "default" / "torchserve").exists()
+    finally:
+        api.close()
+        process.terminate()
+        process.wait(30)
+        for pid in pids:
+            if psutil.pid_exists(pid):
+                os.killpg(pid, signal.SIGKILL)
