@@ -11,6 +11,7 @@ import click
 
 if TYPE_CHECKING:
     from marserve.controlplane.controller import Operator
+    from marserve.controlplane.routing import RouteSink
 
 
 def marserve_home() -> Path:
@@ -39,7 +40,7 @@ def controller(port: int, gateway_port: int, domain: str, home: Path | None) -> 
     asyncio.run(run_controller(config, [reconciler_operator()]))
 
 
-def reconciler_operator() -> Operator:
+def reconciler_operator(sink: RouteSink | None = None) -> Operator:
     """The InferenceService reconciler; ``MARSERVE_CRASH_BACKOFF_S``: CrashLoopBackOff's base,
     ``MARSERVE_LIVENESS_S``: how long a started replica may stay unhealthy before it is killed."""
     from marserve.controlplane.operator import operator
@@ -47,7 +48,7 @@ def reconciler_operator() -> Operator:
 
     base = float(os.environ.get("MARSERVE_CRASH_BACKOFF_S") or 10.0)
     liveness = float(os.environ.get("MARSERVE_LIVENESS_S") or LIVENESS_S)
-    return operator(None, backoff=Backoff(base=base), liveness_s=liveness)
+    return operator(sink, backoff=Backoff(base=base), liveness_s=liveness)
 
 
 @click.command()

@@ -105,9 +105,9 @@ def revision_number(name: str) -> int:
 
 def desired_replicas(isvc: Obj, observed: Observed) -> int:
     pred = isvc.get("spec", {}).get("predictor") or {}
-    raw = pred.get("minReplicas")
-    lo = int(raw) if isinstance(raw, int) else 1
-    hi = int(pred.get("maxReplicas") or 0)
+    raw, top = pred.get("minReplicas"), pred.get("maxReplicas")
+    lo = raw if isinstance(raw, int) else 1
+    hi = top if isinstance(top, int) else 0
     want = observed.desired if observed.desired is not None else max(lo, 1)
     return min(want, hi) if hi > 0 else want
 

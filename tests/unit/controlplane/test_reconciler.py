@@ -241,3 +241,39 @@ def test_transition_times_stay_while_status_stays() -> None:
         {**obj, "status": first}, Observed((rev(1, obj),), now="2030-01-01T00:00:00Z")
     )
     assert [c["lastTransitionTime"] for c in again.status["conditions"]] == [NOW] * 8
+
+
+def printer_row(obj: Obj) -> list[str]:
+    """KServe's CRD printer columns (first JSONPath match, blank when absent), NAME..LATESTREADY."""
+    status = obj.get("status") or {}
+    traffic = (status.get("components") or {}).get("predictor", {}).get("traffic") or []
+    prev = next((t for t in traffic if t.get("tag") == "prev"), {})
+    latest = next((t for t in traffic if t.get("latestRevision") is True), {})
+    ready = next((c["status"] for c in status.get("conditions", []) if c["type"] == "Ready"), "")
+    cells = [obj["metadata"]["name"], status.get("url", ""), ready, prev.get("percent", ""),
+             latest.get("percent", ""), prev.get("revisionName", ""),
+             latest.get("revisionName", "")]  # fmt: skip
+    return [str(c) for c in cells]
+
+
+# KServe's canary example, the same states (names without the old "-default" infix).
+ROWS = [
+    (None, True, ["True", "", "100", "", "torchserve-predictor-00001"]),
+    (10, True, ["True", "90", "10", "torchserve-predictor-00001", "torchserve-predictor-00002"]),
+    (0, True, ["True", "100", "0", "torchserve-predictor-00001", "torchserve-predictor-00002"]),
+]
+
+
+@pytest.mark.parametrize(("percent", "second", "row"), ROWS)
+def test_kubectl_get_isvc_columns_match_kserve(
+    percent: int | None, second: bool, row: list[str]
+) -> None:
+    v1 = isvc("gs://b/v1")
+    if percent is None:
+        plan = run(v1, rev(1, v1))
+        obj = {**v1, "status": plan.status}
+    else:
+        v2 = isvc("gs://b/v2", canaryTrafficPercent=percent)
+        plan = run(v2, rev(1, v1), rev(2, v2), status=rolled_out(v1))
+        obj = {**v2, "status": plan.status}
+    assert printer_row(obj) == ["torchserve", "http://torchserve.kserve-test.example.com", *row]
