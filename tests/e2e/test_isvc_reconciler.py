@@ -176,6 +176,12 @@ def ready_pod(ctl: Controller, name: str) -> dict[str, Any]:
     return pod
 
 
+def reasons(ctl: Controller, pod: str) -> set[str]:
+    """The reasons of the Events about ``pod`` (what ``kubectl describe pod`` lists)."""
+    events = ctl.api.get("/api/v1/namespaces/default/events").json()["items"]
+    return {e["reason"] for e in events if e["involvedObject"]["name"] == pod}
+
+
 def predict_v1(port: int) -> httpx.Response:
     return httpx.post(f"http://127.0.0.1:{port}/v1/models/mnist:predict", content=V1, timeout=30)
 
@@ -365,6 +371,7 @@ def test_gpu_seed_stays_unscheduled(ctl: Controller, neighbour: Neighbour) -> No
     assert scheduled["reason"] == "Unschedulable"
     assert "Insufficient nvidia.com/gpu" in scheduled["message"]
     assert not list((ctl.home / "isvc" / "default" / "torchserve-gpu").rglob("replica.json"))
+    assert "FailedScheduling" in reasons(ctl, pods[0]["metadata"]["name"])
 
 
 def test_broken_storage_is_failed_to_load(
@@ -410,6 +417,7 @@ def test_handler_raising_in_initialize_is_crash_loop_backoff(
         "CrashLoopBackOff",
     )
     assert waiting
+    assert {"Scheduled", "Started", "Unhealthy", "BackOff"} <= reasons(ctl, pod["metadata"]["name"])
 
 
 def test_sigkilled_replica_is_restarted(ctl: Controller, neighbour: Neighbour) -> None:

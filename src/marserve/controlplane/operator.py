@@ -19,6 +19,7 @@ import httpx
 from marserve.controlplane.config import ControllerConfig
 from marserve.controlplane.controller import Operator
 from marserve.controlplane.errors import AlreadyExists, NotFound
+from marserve.controlplane.events import Note, event_object
 from marserve.controlplane.pods import pod_name, pod_object
 from marserve.controlplane.reconciler import (
     CreateRevision,
@@ -58,6 +59,7 @@ log = logging.getLogger("marserve.controlplane.operator")
 
 ISVC = "inferenceservices.serving.kserve.io"
 IMAGE = "marserve:latest"
+SCHEDULER = "default-scheduler"
 
 
 def count_gpus(env: Mapping[str, str]) -> int:
@@ -217,6 +219,10 @@ class Reconciler:
         )
         plan = reconcile(isvc, self._observed(revs))
         self._write_pods(isvc, revs, plan)
+        for rev in revs.values():
+            for replica in rev.replicas.values():
+                self._report(key[0], replica.name, replica.notes)
+                replica.notes = []
         self._write_status(isvc, plan.status)
         self.routes[key] = self._route(isvc, plan.status, revs)
 
@@ -236,8 +242,10 @@ class Reconciler:
         log.info("revision %s created", action.name)
 
     async def _scale(self, rev: RevisionRuntime, count: int, plan: Plan) -> None:
-        if rev.name in plan.unschedulable:
+        if rev.name in plan.unschedulable and rev.pending_pod is None:
             rev.pending_pod = pod_name(rev.name, seed="unschedulable")
+            note = Note("FailedScheduling", scheduler_message(rev.gpus()), "Warning", SCHEDULER)
+            self._report(rev.obj["metadata"]["namespace"], rev.pending_pod, [note])
         if count == 0:
             for name in list(rev.replicas):
                 await self._remove_replica(rev, name)
@@ -247,6 +255,9 @@ class Reconciler:
         while len(rev.replicas) < count:
             replica = self._replica(rev, pod_name(rev.name))
             rev.replicas[replica.name] = replica
+            ns = rev.obj["metadata"]["namespace"]
+            message = f"Successfully assigned {ns}/{replica.name} to marserve"
+            self._report(ns, replica.name, [Note("Scheduled", message, component=SCHEDULER)])
         for name in list(rev.replicas)[count:]:
             await self._remove_replica(rev, name)
 
@@ -308,12 +319,25 @@ class Reconciler:
         return [r for revs in self.services.values() for v in revs.values()
                 for r in v.replicas.values()]  # fmt: skip
 
+    def _report(self, namespace: str, pod: str, notes: list[Note]) -> None:
+        now = now_iso()
+        for note in notes:
+            self.store.create("events", event_object(namespace, pod, note, now))
+
+    def _drop_events(self, namespace: str, pods: set[str]) -> None:
+        events, _ = self.store.list("events", namespace)
+        for event in events:
+            if event.get("involvedObject", {}).get("name") in pods:
+                with contextlib.suppress(NotFound):
+                    self.store.delete("events", namespace, event["metadata"]["name"])
+
     async def _remove_replica(self, rev: RevisionRuntime, name: str) -> None:
         replica = rev.replicas.pop(name)
         await replica.stop()
         ns = rev.obj["metadata"]["namespace"]
         with contextlib.suppress(NotFound):
             self.store.delete("pods", ns, name)
+        self._drop_events(ns, {name})
         shutil.rmtree(replica.state_dir, ignore_errors=True)
         shutil.rmtree(self.config.pods_dir / ns / name, ignore_errors=True)
 
@@ -332,9 +356,13 @@ class Reconciler:
             with contextlib.suppress(NotFound):
                 self.store.delete(REVISIONS, key[0], rev.name)
         pods, _ = self.store.list("pods", key[0], {ISVC_LABEL: key[1]})
+        names = {p["metadata"]["name"] for p in pods} | {
+            n for rev in revs.values() for n in [*rev.replicas, rev.pending_pod] if n
+        }
         for pod in pods:  # whatever an earlier controller left, too
             with contextlib.suppress(NotFound):
                 self.store.delete("pods", key[0], pod["metadata"]["name"])
+        self._drop_events(key[0], names)
         shutil.rmtree(self.folder(*key), ignore_errors=True)
         log.info("inferenceservice %s/%s torn down", *key)
 

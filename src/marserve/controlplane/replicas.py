@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import psutil
 
+from marserve.controlplane.events import Note
 from marserve.controlplane.reconciler import Failure, ReplicaView
 from marserve.controlplane.routing import Endpoint
 from marserve.controlplane.runtime import ReplicaSpec
@@ -144,6 +145,8 @@ class Replica:
         self.liveness_s = liveness_s
         self.unhealthy_since: float | None = None
         self.log_start = 0
+        self.notes: list[Note] = []
+        """Events to report (drained by the operator)."""
 
     # files --------------------------------------------------------------------------------
     @property
@@ -205,6 +208,7 @@ class Replica:
         self.endpoint = None
         self.unhealthy_since = None
         self._record()
+        self.notes.append(Note("Started", "Started container kserve-container"))
         log.info("replica %s started (pid %s)", self.name, self.popen.pid)
 
     def adopt(self) -> bool:
@@ -268,6 +272,8 @@ class Replica:
         self.popen, self.proc = None, None
         self.ready, self.endpoint, self.running_since = False, None, None
         self.waiting = "CrashLoopBackOff"
+        message = f"Back-off restarting failed container kserve-container in pod {self.name}"
+        self.notes.append(Note("BackOff", message, "Warning"))
         log.warning("replica %s exited: %s (exit code %s)", self.name, reason, exit_code)
 
     def _tree(self) -> list[psutil.Process]:
@@ -291,6 +297,8 @@ class Replica:
         if rss > limit:
             log.warning("replica %s uses %d bytes, over limits.memory %d", self.name, rss, limit)
             self.oom = True
+            message = f"Memory cgroup out of memory: {rss} bytes used, limit {limit}"
+            self.notes.append(Note("OOMKilling", message, "Warning"))
             self._signal(signal.SIGKILL)
 
     def _read_ports(self) -> None:
@@ -321,6 +329,11 @@ class Replica:
             log.warning(
                 "replica %s: liveness failed for %.0fs, killing", self.name, self.liveness_s
             )
+            message = f"Liveness probe failed: /ping not Healthy for {self.liveness_s:.0f}s"
+            self.notes.append(Note("Unhealthy", message, "Warning"))
+            self.notes.append(Note("Killing", "Container kserve-container failed liveness probe, "
+                                   "will be restarted"))  # fmt: skip
+            self.unhealthy_since = None
             self._signal(signal.SIGKILL)
 
     def _signal(self, sig: int) -> None:
