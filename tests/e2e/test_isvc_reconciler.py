@@ -29,7 +29,7 @@ from marserve.controlplane.operator import operator
 from marserve.controlplane.replicas import Backoff
 from marserve.controlplane.routing import ServiceRoute
 from tests.e2e.conftest import EXAMPLE
-from tests.e2e.storage_servers import gcs_emulator
+from tests.e2e.storage_servers import gcs_emulator, moto_s3
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -225,10 +225,28 @@ def gcs(stores: dict[str, Path]) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def ctl(tmp_path_factory: pytest.TempPathFactory, gcs: str) -> Iterator[Controller]:
+def s3(stores: dict[str, Path]) -> Iterator[str]:
+    """A moto S3 server holding the good store under s3://models/torchserve/mnist."""
+    import boto3
+
+    with moto_s3() as endpoint:
+        keys = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **keys)
+        client.create_bucket(Bucket="models")
+        for path in sorted(stores["good"].rglob("*")):
+            if path.is_file():
+                key = path.relative_to(stores["good"]).as_posix()
+                client.upload_file(str(path), "models", f"torchserve/mnist/{key}")
+        client.close()
+        yield endpoint
+
+
+@pytest.fixture(scope="module")
+def ctl(tmp_path_factory: pytest.TempPathFactory, gcs: str, s3: str) -> Iterator[Controller]:
     home = tmp_path_factory.mktemp("controller-home")
     env = {**os.environ, "STORAGE_EMULATOR_HOST": gcs, "OMP_NUM_THREADS": "1",
-           "MARSERVE_STORAGE_CACHE": str(home / "cache")}  # fmt: skip
+           "MARSERVE_STORAGE_CACHE": str(home / "cache"), "AWS_ENDPOINT_URL": s3,
+           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}  # fmt: skip
     controller = Controller(home, env)
     controller.start()
     try:
@@ -358,6 +376,21 @@ def test_grpc_v2_seed_from_gcs(ctl: Controller, neighbour: Neighbour) -> None:
     assert result.as_numpy("predict").tolist() == [0]
     route = next(s for s in ctl.sink.services if s.name == "torchserve-grpc-v2")
     assert route.protocol == "grpc"
+
+
+def test_old_schema_seed_from_s3_and_torchserve_predictions(
+    ctl: Controller, neighbour: Neighbour
+) -> None:
+    ctl.apply({**sample("torchserve-old-schema.yaml", "s3://models/torchserve/mnist"),
+               "metadata": {"name": "old-schema"}})  # fmt: skip
+    obj = ctl.wait_ready("old-schema")
+    assert "model" in obj["spec"]["predictor"]  # defaulted from `pytorch:` by admission
+    pod = ready_pod(ctl, "old-schema")
+    png = (EXAMPLE / "test_data" / "2.png").read_bytes()
+    response = httpx.post(f"http://127.0.0.1:{port_of(pod)}/predictions/mnist", content=png)
+    assert response.status_code == 200, response.text
+    assert response.json() == 2
+    assert ctl.api.delete(f"{ISVCS}/old-schema").status_code == 200
 
 
 def test_gpu_seed_stays_unscheduled(ctl: Controller, neighbour: Neighbour) -> None:
