@@ -52,7 +52,14 @@ from marserve.controlplane.revisions import (
     template_hash,
 )
 from marserve.controlplane.routing import RevisionRoute, RouteSink, ServiceRoute
-from marserve.controlplane.runtime import ReplicaSpec, SpecError, build_replica, cpu_set
+from marserve.controlplane.runtime import (
+    ReplicaSpec,
+    SpecError,
+    build_replica,
+    cpu_set,
+    predictor_model,
+    resources_of,
+)
 from marserve.controlplane.store import Obj, Store
 
 log = logging.getLogger("marserve.controlplane.operator")
@@ -94,8 +101,6 @@ class RevisionRuntime:
         return isvc
 
     def gpus(self) -> int:
-        from marserve.controlplane.runtime import predictor_model, resources_of
-
         try:
             return resources_of(predictor_model(self.isvc)).gpus
         except SpecError:

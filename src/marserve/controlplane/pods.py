@@ -9,7 +9,7 @@ from typing import Any
 from marserve.controlplane.reconciler import Failure
 from marserve.controlplane.replicas import PodState
 from marserve.controlplane.revisions import ISVC_LABEL, REVISION_LABEL
-from marserve.controlplane.runtime import CONTAINER
+from marserve.controlplane.runtime import CONTAINER, predictor_model
 
 Obj = dict[str, Any]
 
@@ -77,6 +77,52 @@ def _cond(kind: str, ok: bool, now: str, reason: str = "", message: str = "") ->
     return cond
 
 
+def _pod_spec(isvc: Obj, state: PodState, image: str, args: list[str], scheduled: bool) -> Obj:
+    ports = []
+    if state.endpoint is not None:
+        ports.append({"name": "http1", "containerPort": state.endpoint.port, "protocol": "TCP"})
+        if state.endpoint.grpc_port is not None:
+            ports.append({"name": "h2c", "containerPort": state.endpoint.grpc_port,
+                          "protocol": "TCP"})  # fmt: skip
+    container: Obj = {"name": CONTAINER, "image": image, "args": args, "ports": ports}
+    resources = predictor_model(isvc).get("resources")
+    if resources:
+        container["resources"] = resources
+    return {
+        "containers": [container],
+        "restartPolicy": "Always",
+        "nodeName": "marserve" if scheduled else "",
+    }
+
+
+def _pod_status(
+    state: PodState, image: str, now: str, created: str, unscheduled: str | None
+) -> Obj:
+    if unscheduled:
+        return {
+            "phase": "Pending",
+            "conditions": [_cond("PodScheduled", False, now, "Unschedulable", unscheduled)],
+            "qosClass": "Burstable",
+        }
+    ready = state.view.ready
+    return {
+        "phase": "Running" if state.running_since is not None else "Pending",
+        "conditions": [
+            _cond("PodReadyToStartContainers", True, created),
+            _cond("Initialized", True, created),
+            _cond("Ready", ready, now),
+            _cond("ContainersReady", ready, now),
+            _cond("PodScheduled", True, created),
+        ],
+        "hostIP": "127.0.0.1",
+        "podIP": "127.0.0.1",
+        "podIPs": [{"ip": "127.0.0.1"}],
+        "startTime": created,
+        "containerStatuses": [_container_status(state, image)],
+        "qosClass": "Burstable",
+    }
+
+
 def pod_object(
     isvc: Obj,
     revision: str,
@@ -90,46 +136,7 @@ def pod_object(
 ) -> Obj:
     """The Pod as ``kubectl get pods`` / ``describe`` / the SDK read it."""
     meta = isvc["metadata"]
-    name, view = meta["name"], state.view
-    ports = []
-    if state.endpoint is not None:
-        ports.append({"name": "http1", "containerPort": state.endpoint.port, "protocol": "TCP"})
-        if state.endpoint.grpc_port is not None:
-            ports.append({"name": "h2c", "containerPort": state.endpoint.grpc_port,
-                          "protocol": "TCP"})  # fmt: skip
-    spec: Obj = {
-        "containers": [{"name": CONTAINER, "image": image, "args": args, "ports": ports}],
-        "restartPolicy": "Always",
-        "nodeName": "" if unschedulable else "marserve",
-    }
-    resources = isvc.get("spec", {}).get("predictor", {}).get("model", {}).get("resources")
-    if resources:
-        spec["containers"][0]["resources"] = resources
-    status: Obj
-    if unschedulable:
-        status = {
-            "phase": "Pending",
-            "conditions": [_cond("PodScheduled", False, now, "Unschedulable", unschedulable)],
-            "qosClass": "Burstable",
-        }
-    else:
-        running = state.running_since is not None
-        status = {
-            "phase": "Running" if running else "Pending",
-            "conditions": [
-                _cond("PodReadyToStartContainers", True, created),
-                _cond("Initialized", True, created),
-                _cond("Ready", view.ready, now),
-                _cond("ContainersReady", view.ready, now),
-                _cond("PodScheduled", True, created),
-            ],
-            "hostIP": "127.0.0.1",
-            "podIP": "127.0.0.1",
-            "podIPs": [{"ip": "127.0.0.1"}],
-            "startTime": created,
-            "containerStatuses": [_container_status(state, image)],
-            "qosClass": "Burstable",
-        }
+    name = meta["name"]
     labels = {
         ISVC_LABEL: name,
         "component": "predictor",
@@ -143,8 +150,8 @@ def pod_object(
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": view.name, "namespace": meta.get("namespace", "default"),
+        "metadata": {"name": state.view.name, "namespace": meta.get("namespace", "default"),
                      "labels": labels, "annotations": annotations},
-        "spec": spec,
-        "status": status,
+        "spec": _pod_spec(isvc, state, image, args, scheduled=not unschedulable),
+        "status": _pod_status(state, image, now, created, unschedulable),
     }  # fmt: skip

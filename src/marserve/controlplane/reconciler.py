@@ -127,34 +127,14 @@ def reconcile(isvc: Obj, observed: Observed) -> Plan:
     latest = revisions[-1]
     unschedulable = {r.name for r in revisions if r.gpus > observed.gpus_available}
     previous = isvc.get("status") or {}
-    comp = (previous.get("components") or {}).get("predictor") or {}
-    names = {r.name for r in revisions}
-    ready = [r for r in revisions if r.ready]
-    latest_ready = ready[-1].name if ready else _known(comp.get("latestReadyRevision"), names)
-    rolled = _known(comp.get("latestRolledoutRevision"), names)
-    prev_rolled = _known(comp.get("previousRolledoutRevision"), names)
-    canary = (isvc.get("spec", {}).get("predictor") or {}).get("canaryTrafficPercent")
-    tagged = str((meta.get("annotations") or {}).get(TAG_ROUTING, "")).lower() == "true"
-    traffic: list[Obj] = []
-    for _ in range(3):  # traffic and roll-out bookkeeping reach a fixed point in <= 2 passes
-        traffic = _traffic(latest_ready, rolled, canary, tagged)
-        rolled2, prev2 = _bookkeeping(traffic, latest_ready, latest.name, rolled, prev_rolled)
-        if (rolled2, prev2) == (rolled, prev_rolled):
-            break
-        rolled, prev_rolled = rolled2, prev2
+    latest_ready, rolled, prev_rolled, traffic = _rollout(isvc, revisions, previous)
     serving = {t["revisionName"] for t in traffic}
     want = desired_replicas(isvc, observed)
     for rev in revisions:
         keep = rev.name == latest.name or rev.name in serving
         count = 0 if rev.name in unschedulable or not keep else want
         actions.append(ScaleRevision(rev.name, count))
-    components: Obj = {
-        "url": f"http://{name}-predictor.{meta.get('namespace', 'default')}.{observed.domain}",
-        "address": {"url": f"http://{name}-predictor.{meta.get('namespace')}.svc.cluster.local"},
-        "latestCreatedRevision": latest.name,
-        "traffic": [_traffic_status(t, name, meta.get("namespace", ""), observed.domain)
-                    for t in traffic],
-    }  # fmt: skip
+    components = _components(meta, observed.domain, latest.name, traffic)
     for key, value in (
         ("latestReadyRevision", latest_ready),
         ("latestRolledoutRevision", rolled),
@@ -166,6 +146,39 @@ def reconcile(isvc: Obj, observed: Observed) -> Plan:
     status = _status(isvc, observed, components, conditions)
     status["modelStatus"] = model_status(latest, components, conditions, previous, observed.now)
     return Plan(tuple(actions), status, frozenset(unschedulable))
+
+
+def _rollout(
+    isvc: Obj, revisions: list[RevisionView], previous: Obj
+) -> tuple[str | None, str | None, str | None, list[Obj]]:
+    """Latest ready, latest and previous rolled-out revisions, and the traffic (research 2.1)."""
+    comp = (previous.get("components") or {}).get("predictor") or {}
+    names = {r.name for r in revisions}
+    ready = [r for r in revisions if r.ready]
+    latest_ready = ready[-1].name if ready else _known(comp.get("latestReadyRevision"), names)
+    rolled = _known(comp.get("latestRolledoutRevision"), names)
+    prev_rolled = _known(comp.get("previousRolledoutRevision"), names)
+    canary = (isvc.get("spec", {}).get("predictor") or {}).get("canaryTrafficPercent")
+    annotations = isvc["metadata"].get("annotations") or {}
+    tagged = str(annotations.get(TAG_ROUTING, "")).lower() == "true"
+    traffic: list[Obj] = []
+    for _ in range(3):  # traffic and roll-out bookkeeping reach a fixed point in <= 2 passes
+        traffic = _traffic(latest_ready, rolled, canary, tagged)
+        moved = _bookkeeping(traffic, latest_ready, revisions[-1].name, rolled, prev_rolled)
+        if moved == (rolled, prev_rolled):
+            break
+        rolled, prev_rolled = moved
+    return latest_ready, rolled, prev_rolled, traffic
+
+
+def _components(meta: Obj, domain: str, latest: str, traffic: list[Obj]) -> Obj:
+    name, ns = meta["name"], meta.get("namespace", "default")
+    return {
+        "url": f"http://{name}-predictor.{ns}.{domain}",
+        "address": {"url": f"http://{name}-predictor.{ns}.svc.cluster.local"},
+        "latestCreatedRevision": latest,
+        "traffic": [_traffic_status(t, name, ns, domain) for t in traffic],
+    }
 
 
 def _gpus(isvc: Obj) -> int:
