@@ -420,6 +420,19 @@ def test_broken_storage_is_failed_to_load(
     assert "no-such-store" in condition(obj, "Ready")["message"]
 
 
+def test_an_unknown_predictor_flag_is_invalid_spec(
+    ctl: Controller, stores: dict[str, Path], neighbour: Neighbour
+) -> None:
+    obj = {**sample("torchserve.yaml", stores["good"].as_uri()), "metadata": {"name": "bad-args"}}
+    obj["spec"]["predictor"]["model"]["args"] = ["--no-such-flag"]
+    ctl.apply(obj)
+    status = ctl.wait_ready("bad-args", "False")["status"]
+    assert status["modelStatus"]["transitionStatus"] == "InvalidSpec"
+    assert "--no-such-flag" in status["modelStatus"]["lastFailureInfo"]["message"]
+    assert ctl.pods("bad-args") == []  # nothing was started
+    assert ctl.api.delete(f"{ISVCS}/bad-args").status_code == 200
+
+
 def test_handler_raising_in_initialize_is_crash_loop_backoff(
     ctl: Controller, stores: dict[str, Path], neighbour: Neighbour
 ) -> None:

@@ -22,6 +22,7 @@ from marserve.controlplane.errors import AlreadyExists, NotFound
 from marserve.controlplane.events import Note, event_object
 from marserve.controlplane.pods import pod_name, pod_object
 from marserve.controlplane.reconciler import (
+    INVALID_SPEC,
     CreateRevision,
     Failure,
     Observed,
@@ -301,7 +302,7 @@ class Reconciler:
             uri = storage_uri_of(rev.isvc) or ""
             rev.spec = build_replica(rev.isvc, rev.name, rev.model_dir, uri)
         except SpecError as exc:
-            rev.storage, rev.failure = "failed", Failure("Error", 1, str(exc), now_iso())
+            rev.storage, rev.failure = "failed", Failure(INVALID_SPEC, 1, str(exc), now_iso())
 
     def _replica(self, rev: RevisionRuntime, name: str) -> Replica:
         assert rev.spec is not None
@@ -309,7 +310,9 @@ class Reconciler:
         taken = {g for r in self._all_replicas() for g in r.placement.gpus}
         free = [g for g in range(self.gpus) if g not in taken]
         gpus = tuple(free[: rev.spec.resources.gpus])
-        cpus = cpu_set(rev.spec.resources.cpu, free_cpus()) if rev.spec.resources.cpu else None
+        pinned = sum(1 for r in self._all_replicas() if r.placement.cpus)
+        cpu = rev.spec.resources.cpu
+        cpus = cpu_set(cpu, free_cpus(), offset=pinned) if cpu else None
         return Replica(
             name,
             rev.folder / "replicas" / name,

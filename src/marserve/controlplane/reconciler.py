@@ -15,6 +15,8 @@ Obj = dict[str, Any]
 RUNTIME = "kserve-marserve"
 TAG_ROUTING = "serving.kserve.io/enable-tag-routing"
 _PRIMARY = frozenset({"PredictorReady", "IngressReady", "Ready"})
+INVALID_SPEC = "InvalidSpec"
+"""The reason of a Failure that is the predictor's fault (an unknown flag, a bad quantity)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,6 +356,9 @@ def model_status(
     transition = {"Loaded": "UpToDate", "FailedToLoad": "BlockedByFailedLoad"}.get(
         target, "InProgress"
     )
+    invalid = new_failure is not None and new_failure.reason == INVALID_SPEC
+    if invalid:
+        transition = INVALID_SPEC
     states["targetModelState"] = target
     if target == "Loaded":
         states["activeModelState"] = "Loaded"
@@ -366,7 +371,7 @@ def model_status(
         where = latest.replicas[0].name if latest.replicas else latest.name
         failure = {
             "location": where,
-            "reason": "ModelLoadFailed",
+            "reason": "InvalidPredictorSpec" if invalid else "ModelLoadFailed",
             "message": new_failure.message,
             "modelRevisionName": latest.name,
             "exitCode": new_failure.exit_code,

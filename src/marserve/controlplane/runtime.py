@@ -94,11 +94,15 @@ def resources_of(model: Obj) -> Resources:
     return Resources(cpu=cpu, memory=mem, gpus=gpus)
 
 
-def cpu_set(cpu: float | None, available: Sequence[int]) -> list[int]:
-    """The CPUs a replica may run on: ``ceil(limits.cpu)`` of them, at least one."""
-    if cpu is None:
-        return list(available)
-    return list(available)[: max(1, math.ceil(cpu))]
+def cpu_set(cpu: float | None, available: Sequence[int], offset: int = 0) -> list[int]:
+    """The CPUs a replica may run on: ``ceil(limits.cpu)`` of them (at least one), starting
+    ``offset`` replicas in so that pinned replicas spread over the machine."""
+    cpus = list(available)
+    if cpu is None or not cpus:
+        return cpus
+    count = min(len(cpus), max(1, math.ceil(cpu)))
+    start = (offset * count) % len(cpus)
+    return [cpus[(start + i) % len(cpus)] for i in range(count)]
 
 
 def _container_env(model: Obj) -> dict[str, str]:

@@ -277,3 +277,14 @@ def test_kubectl_get_isvc_columns_match_kserve(
         plan = run(v2, rev(1, v1), rev(2, v2), status=rolled_out(v1))
         obj = {**v2, "status": plan.status}
     assert printer_row(obj) == ["torchserve", "http://torchserve.kserve-test.example.com", *row]
+
+
+def test_an_invalid_predictor_is_invalid_spec() -> None:
+    obj = isvc(args=["--no-such-flag"])
+    failure = Failure("InvalidSpec", 1, "spec.predictor.model.args: unknown argument", NOW)
+    view = RevisionView("torchserve-predictor-00001", template_hash(obj), "failed", failure)
+    plan = run(obj, view)
+    ms = plan.status["modelStatus"]
+    assert ms["transitionStatus"] == "InvalidSpec"
+    assert ms["lastFailureInfo"]["reason"] == "InvalidPredictorSpec"
+    assert "unknown argument" in cond(plan, "Ready")["message"]

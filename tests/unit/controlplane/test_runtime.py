@@ -75,7 +75,10 @@ def test_limits_cpu_sets_torch_threads(model_dir: Path) -> None:
     assert spec.env["OMP_NUM_THREADS"] == "2"
     assert spec.resources == Resources(cpu=1.5, memory=2 * 2**30, gpus=0)
     assert cpu_set(1.5, [0, 1, 2, 3]) == [0, 1]
+    assert cpu_set(1.5, [0, 1, 2, 3], offset=1) == [2, 3]  # the next pinned replica
     assert cpu_set(0.1, [4, 5]) == [4]
+    assert cpu_set(0.1, [4, 5], offset=3) == [5]
+    assert cpu_set(8, [0, 1]) == [0, 1]
     assert cpu_set(None, [0, 1]) == [0, 1]
 
 
