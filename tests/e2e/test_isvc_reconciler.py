@@ -336,6 +336,32 @@ def test_v1_seed_from_file_uri_is_ready_with_kserve_status(
     assert route.revisions[0].endpoints[0].port == port_of(v1_pod)
 
 
+def test_kubernetes_client_reads_isvc_pods_and_logs(
+    ctl: Controller, v1_pod: dict[str, Any]
+) -> None:
+    """What the KServe SDK's wait_isvc_ready reads, through the kubernetes client."""
+    from kubernetes import client, config
+
+    api = config.new_client_from_config(config_file=str(ctl.home / "kubeconfig"))
+    try:
+        isvc = client.CustomObjectsApi(api).get_namespaced_custom_object(
+            "serving.kserve.io", "v1beta1", "default", "inferenceservices", "torchserve"
+        )
+        ready = [c for c in isvc["status"]["conditions"] if c["type"] == "Ready"]
+        assert ready[0]["status"] == "True"
+        assert isvc["status"]["observedGeneration"] >= isvc["metadata"]["generation"]
+        core = client.CoreV1Api(api)
+        pods = core.list_namespaced_pod(
+            "default", label_selector="serving.kserve.io/inferenceservice=torchserve"
+        )
+        assert [p.metadata.name for p in pods.items] == [v1_pod["metadata"]["name"]]
+        assert pods.items[0].status.container_statuses[0].name == "kserve-container"
+        log = core.read_namespaced_pod_log(v1_pod["metadata"]["name"], "default", tail_lines=50)
+        assert "GET /ping" in log or "mnist" in log
+    finally:
+        api.close()
+
+
 def test_replica_is_started_as_the_runtime_container(v1_pod: dict[str, Any]) -> None:
     pid = int(v1_pod["metadata"]["annotations"]["marserve.dev/pid"])
     proc = psutil.Process(pid)

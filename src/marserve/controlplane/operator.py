@@ -258,7 +258,10 @@ class Reconciler:
             return
         if not self._storage_ready(rev):
             return
+        assert rev.spec is not None
         while len(rev.replicas) < count:
+            if rev.spec.resources.gpus > len(self.free_gpus()):
+                break  # the devices are taken by other replicas: this one stays unscheduled
             replica = self._replica(rev, pod_name(rev.name))
             rev.replicas[replica.name] = replica
             ns = rev.obj["metadata"]["namespace"]
@@ -307,9 +310,7 @@ class Reconciler:
     def _replica(self, rev: RevisionRuntime, name: str) -> Replica:
         assert rev.spec is not None
         ns = rev.obj["metadata"]["namespace"]
-        taken = {g for r in self._all_replicas() for g in r.placement.gpus}
-        free = [g for g in range(self.gpus) if g not in taken]
-        gpus = tuple(free[: rev.spec.resources.gpus])
+        gpus = tuple(self.free_gpus()[: rev.spec.resources.gpus])
         pinned = sum(1 for r in self._all_replicas() if r.placement.cpus)
         cpu = rev.spec.resources.cpu
         cpus = cpu_set(cpu, free_cpus(), offset=pinned) if cpu else None
@@ -322,6 +323,10 @@ class Reconciler:
             placement=Placement(tuple(cpus) if cpus else None, gpus),
             liveness_s=self.liveness_s,
         )
+
+    def free_gpus(self) -> list[int]:
+        taken = {g for r in self._all_replicas() for g in r.placement.gpus}
+        return [g for g in range(self.gpus) if g not in taken]
 
     def _all_replicas(self) -> list[Replica]:
         return [r for revs in self.services.values() for v in revs.values()

@@ -112,3 +112,10 @@ def test_pod_names_as_knative() -> None:
     name = pod_name("torchserve-predictor-00001")
     assert re.fullmatch(r"torchserve-predictor-00001-deployment-[b-z2-9]{10}-[b-z2-9]{5}", name)
     assert pod_name("r-00001", seed="x") == pod_name("r-00001", seed="x")
+
+
+def test_gpu_count_from_the_environment() -> None:
+    from marserve.controlplane.operator import count_gpus
+
+    assert count_gpus({"MARSERVE_GPUS": "2"}) == 2
+    assert count_gpus({"MARSERVE_GPUS": " 0 "}) == 0
