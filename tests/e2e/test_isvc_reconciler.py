@@ -548,6 +548,24 @@ def test_controller_restart_keeps_serving(ctl: Controller) -> None:
     assert httpx.post(url, content=V2, timeout=30).status_code == 200
 
 
+def test_a_replica_that_died_while_the_controller_was_down_is_restarted(ctl: Controller) -> None:
+    pod = ready_pod(ctl, "torchserve-mnist-v2")
+    before = pod["status"]["containerStatuses"][0]["restartCount"]
+    ctl.stop()
+    os.killpg(int(pod["metadata"]["annotations"]["marserve.dev/pid"]), signal.SIGKILL)
+    ctl.start()
+
+    def back() -> dict[str, Any] | None:
+        pods = ctl.pods("torchserve-mnist-v2")
+        status = pods[0]["status"]["containerStatuses"][0] if pods else {}
+        return pods[0] if status.get("ready") and status["restartCount"] == before + 1 else None
+
+    pod = wait_for(back, "the replica restarted by the new controller")
+    last = pod["status"]["containerStatuses"][0]["lastState"]["terminated"]
+    assert last["reason"] == "ContainerStatusUnknown"
+    ctl.wait_ready("torchserve-mnist-v2")
+
+
 def test_delete_stops_every_process_and_removes_folders(ctl: Controller) -> None:
     pods = ctl.pods("torchserve-mnist-v2")
     pids = [int(p["metadata"]["annotations"]["marserve.dev/pid"]) for p in pods]

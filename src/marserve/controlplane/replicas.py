@@ -212,20 +212,28 @@ class Replica:
         log.info("replica %s started (pid %s)", self.name, self.popen.pid)
 
     def adopt(self) -> bool:
-        """Take over a replica a previous controller started, if its process still runs."""
+        """Take over a replica a previous controller started, if its process still runs; one
+        that died meanwhile counts as a restart, as a kubelet finding its container gone."""
         try:
             data = json.loads(self.record_file.read_text())
-            proc = psutil.Process(int(data["pid"]))
-            alive = proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-            ours = any(str(self.state_dir) in part for part in proc.cmdline())
-        except (OSError, ValueError, KeyError, TypeError, psutil.Error):
+            self.restarts = int(data.get("restarts") or 0)
+            pid = int(data["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
             return False
-        if not (alive and ours):
+        try:
+            proc = psutil.Process(pid)
+            alive = proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+            alive = alive and any(str(self.state_dir) in part for part in proc.cmdline())
+        except psutil.Error:
+            alive = False
+        if not alive:
+            message = "The container could not be located when the controller restarted"
+            self.last = Failure("ContainerStatusUnknown", 137, message, now_iso())
+            self.restarts += 1
             return False
         self.proc = proc
         self.started = self.clock()
         self.running_since = data.get("running_since") or now_iso()
-        self.restarts = int(data.get("restarts") or 0)
         self.waiting = None
         self._read_ports()
         return True

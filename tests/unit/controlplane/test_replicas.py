@@ -150,4 +150,7 @@ def test_a_new_supervisor_adopts_a_running_replica(tmp_path: Path) -> None:
         await second.stop(grace_s=2)
 
     asyncio.run(scenario())
-    assert not make(tmp_path, code).adopt()  # gone: nothing to adopt
+    gone = make(tmp_path, code)
+    assert not gone.adopt()  # nothing to adopt: counted as a restart, started afresh
+    assert gone.restarts == 1
+    assert gone.last is not None and gone.last.reason == "ContainerStatusUnknown"
