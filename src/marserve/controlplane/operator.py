@@ -9,7 +9,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,8 @@ from marserve.controlplane.store import Obj, Store
 log = logging.getLogger("marserve.controlplane.operator")
 
 ISVC = "inferenceservices.serving.kserve.io"
+Scale = Callable[[Obj], int | None]
+"""The autoscaler's replica count for an InferenceService (None: minReplicas decides)."""
 IMAGE = "marserve:latest"
 SCHEDULER = "default-scheduler"
 
@@ -127,11 +129,13 @@ class Reconciler:
         gpus: int | None = None,
         env: Mapping[str, str] | None = None,
         liveness_s: float = LIVENESS_S,
+        scale: Scale | None = None,
     ) -> None:
         self.store, self.config, self.sink = store, config, sink
         self.backoff = backoff or Backoff()
         self.tick_s = tick_s
         self.liveness_s = liveness_s
+        self.scale = scale
         self.env = dict(os.environ if env is None else env)
         self.gpus = count_gpus(self.env) if gpus is None else gpus
         self.services: dict[tuple[str, str], dict[str, RevisionRuntime]] = {}
@@ -204,15 +208,16 @@ class Reconciler:
                 log.info("replica %s %s", replica.name, "adopted" if adopted else "to restart")
 
     # one service --------------------------------------------------------------------------
-    def _observed(self, revs: dict[str, RevisionRuntime]) -> Observed:
+    def _observed(self, isvc: Obj, revs: dict[str, RevisionRuntime]) -> Observed:
         views = tuple(r.view() for r in sorted(revs.values(), key=lambda r: number_of(r.obj)))
-        return Observed(views, self.config.domain, now_iso(), self.gpus)
+        desired = self.scale(isvc) if self.scale is not None else None
+        return Observed(views, self.config.domain, now_iso(), self.gpus, desired)
 
     async def reconcile_one(self, isvc: Obj) -> None:
         meta = isvc["metadata"]
         key = (meta.get("namespace", "default"), meta["name"])
         revs = self.services.setdefault(key, {})
-        plan = reconcile(isvc, self._observed(revs))
+        plan = reconcile(isvc, self._observed(isvc, revs))
         for action in plan.actions:
             if isinstance(action, CreateRevision):
                 self._create_revision(isvc, action, revs)
@@ -223,7 +228,7 @@ class Reconciler:
         await asyncio.gather(
             *(r.step(self.client) for rev in revs.values() for r in rev.replicas.values())
         )
-        plan = reconcile(isvc, self._observed(revs))
+        plan = reconcile(isvc, self._observed(isvc, revs))
         self._write_pods(isvc, revs, plan)
         for rev in revs.values():
             for replica in rev.replicas.values():

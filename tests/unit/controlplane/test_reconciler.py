@@ -288,3 +288,12 @@ def test_an_invalid_predictor_is_invalid_spec() -> None:
     assert ms["transitionStatus"] == "InvalidSpec"
     assert ms["lastFailureInfo"]["reason"] == "InvalidPredictorSpec"
     assert "unknown argument" in cond(plan, "Ready")["message"]
+
+
+@pytest.mark.parametrize(("desired", "pred", "want"), [(3, {}, 3), (3, {"maxReplicas": 2}, 2)])
+def test_the_autoscalers_number_wins_within_max_replicas(
+    desired: int, pred: Obj, want: int
+) -> None:
+    obj = isvc(**pred)
+    plan = reconcile(obj, Observed((rev(1, obj),), desired=desired))
+    assert ScaleRevision("torchserve-predictor-00001", want) in plan.actions
