@@ -433,8 +433,8 @@ def test_gpu_seed_stays_unscheduled(ctl: Controller, neighbour: Neighbour) -> No
     assert "FailedScheduling" in reasons(ctl, pods[0]["metadata"]["name"])
 
 
-def test_broken_storage_is_failed_to_load(
-    ctl: Controller, tmp_path: Path, neighbour: Neighbour
+def test_broken_storage_is_failed_to_load_then_retried(
+    ctl: Controller, tmp_path: Path, stores: dict[str, Path], neighbour: Neighbour
 ) -> None:
     missing = (tmp_path / "no-such-store").as_uri()
     ctl.apply({**sample("torchserve.yaml", missing), "metadata": {"name": "broken-store"}})
@@ -444,6 +444,9 @@ def test_broken_storage_is_failed_to_load(
     assert model["states"]["targetModelState"] == "FailedToLoad"
     assert "no-such-store" in model["lastFailureInfo"]["message"]
     assert "no-such-store" in condition(obj, "Ready")["message"]
+    (tmp_path / "no-such-store").symlink_to(stores["good"])  # the store appears: the retry serves
+    ctl.wait_ready("broken-store")
+    assert ctl.api.delete(f"{ISVCS}/broken-store").status_code == 200
 
 
 def test_an_unknown_predictor_flag_is_invalid_spec(

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ from marserve.controlplane.replicas import (
 from marserve.controlplane.revisions import (
     ISVC_LABEL,
     REVISIONS,
+    UID_ANNOTATION,
     number_of,
     pull_revision,
     revision_object,
@@ -93,6 +95,8 @@ class RevisionRuntime:
     pull: asyncio.Task[Path] | None = None
     replicas: dict[str, Replica] = field(default_factory=dict)
     pending_pod: str | None = None
+    pull_failures: int = 0
+    retry_at: float = 0.0
 
     @property
     def name(self) -> str:
@@ -189,23 +193,29 @@ class Reconciler:
         """Find the revisions and replicas a previous controller left running."""
         revisions, _ = self.store.list(REVISIONS)
         for obj in sorted(revisions, key=number_of):
-            meta = obj["metadata"]
-            key = (meta["namespace"], meta["labels"][ISVC_LABEL])
-            rev = RevisionRuntime(obj, self.folder(*key) / meta["name"])
-            self.services.setdefault(key, {})[rev.name] = rev
             try:
-                record = json.loads((rev.folder / "model.json").read_text())
-                rev.model_dir, rev.storage = Path(record["path"]), "ready"
-                self._build_spec(rev)
-            except (OSError, ValueError, KeyError):
-                continue
-            if rev.spec is None:
-                continue
-            for state in sorted((rev.folder / "replicas").glob("*/replica.json")):
-                replica = self._replica(rev, state.parent.name)
-                adopted = replica.adopt()
-                rev.replicas[replica.name] = replica
-                log.info("replica %s %s", replica.name, "adopted" if adopted else "to restart")
+                self._adopt_revision(obj)
+            except Exception:  # a damaged record never keeps the controller from starting
+                log.exception("adopting revision %s failed", obj["metadata"].get("name"))
+
+    def _adopt_revision(self, obj: Obj) -> None:
+        meta = obj["metadata"]
+        key = (meta["namespace"], meta["labels"][ISVC_LABEL])
+        rev = RevisionRuntime(obj, self.folder(*key) / meta["name"])
+        self.services.setdefault(key, {})[rev.name] = rev
+        try:
+            record = json.loads((rev.folder / "model.json").read_text())
+            rev.model_dir, rev.storage = Path(record["path"]), "ready"
+            self._build_spec(rev)
+        except (OSError, ValueError, KeyError):
+            return
+        if rev.spec is None:
+            return
+        for state in sorted((rev.folder / "replicas").glob("*/replica.json")):
+            replica = self._replica(rev, state.parent.name)
+            adopted = replica.adopt()
+            rev.replicas[replica.name] = replica
+            log.info("replica %s %s", replica.name, "adopted" if adopted else "to restart")
 
     # one service --------------------------------------------------------------------------
     def _observed(self, isvc: Obj, revs: dict[str, RevisionRuntime]) -> Observed:
@@ -216,6 +226,10 @@ class Reconciler:
     async def reconcile_one(self, isvc: Obj) -> None:
         meta = isvc["metadata"]
         key = (meta.get("namespace", "default"), meta["name"])
+        uid = str(meta.get("uid", ""))
+        if any(r.obj["metadata"]["annotations"].get(UID_ANNOTATION) != uid
+               for r in self.services.get(key, {}).values()):  # fmt: skip
+            await self.teardown(key)  # deleted and created again under the same name
         revs = self.services.setdefault(key, {})
         plan = reconcile(isvc, self._observed(isvc, revs))
         for action in plan.actions:
@@ -276,12 +290,16 @@ class Reconciler:
             await self._remove_replica(rev, name)
 
     def _storage_ready(self, rev: RevisionRuntime) -> bool:
-        """Start the pull once; on completion build the replica spec (or record the failure)."""
+        """Start the pull; on completion build the replica spec, or record the failure and
+        retry after a back-off, as a crash-looping storage-initializer is."""
+        retryable = rev.failure is not None and rev.failure.reason != INVALID_SPEC
+        if rev.storage == "failed" and retryable and time.monotonic() >= rev.retry_at:
+            rev.storage = "pending"
         if rev.storage == "pending":
             uri = storage_uri_of(rev.isvc)
             if uri is None:
                 message = "spec.predictor.model.storageUri: Required value"
-                rev.storage, rev.failure = "failed", Failure("Error", 1, message, now_iso())
+                rev.storage, rev.failure = "failed", Failure(INVALID_SPEC, 1, message, now_iso())
                 return False
             settings = storage_settings(self.config.home, self.env)
             rev.pull = asyncio.create_task(pull_revision(uri, rev.folder / "model", settings))
@@ -292,9 +310,11 @@ class Reconciler:
                 rev.model_dir = rev.pull.result()
             except Exception as exc:  # StorageError, or anything the pull raised
                 rev.storage, rev.failure = "failed", Failure("Error", 1, str(exc), now_iso())
+                rev.retry_at = time.monotonic() + self.backoff.delay(rev.pull_failures)
+                rev.pull_failures += 1
                 log.warning("revision %s: storage failed: %s", rev.name, exc)
                 return False
-            rev.storage = "ready"
+            rev.storage, rev.failure = "ready", None
             (rev.folder / "model.json").write_text(json.dumps({"path": str(rev.model_dir)}))
             self._build_spec(rev)
         return rev.storage == "ready" and rev.spec is not None

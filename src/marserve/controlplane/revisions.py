@@ -18,6 +18,7 @@ ISVC_LABEL = "serving.kserve.io/inferenceservice"
 REVISION_LABEL = "serving.knative.dev/revision"
 HASH_ANNOTATION = "marserve.dev/template-hash"
 NUMBER_ANNOTATION = "marserve.dev/revision-number"
+UID_ANNOTATION = "marserve.dev/inferenceservice-uid"
 # Not part of the template: traffic is the Route's business, the rest is client bookkeeping.
 _NOT_TEMPLATE = frozenset({"canaryTrafficPercent"})
 _NOT_ANNOTATIONS = frozenset({"kubectl.kubernetes.io/last-applied-configuration"})
@@ -59,7 +60,11 @@ def revision_object(isvc: Obj, number: int) -> Obj:
                 "serving.knative.dev/service": f"{meta['name']}-predictor",
                 "component": "predictor",
             },
-            "annotations": {HASH_ANNOTATION: template_hash(isvc), NUMBER_ANNOTATION: str(number)},
+            "annotations": {
+                HASH_ANNOTATION: template_hash(isvc),
+                NUMBER_ANNOTATION: str(number),
+                UID_ANNOTATION: str(meta.get("uid", "")),
+            },
         },
         "spec": {
             "template": template(isvc),
