@@ -59,6 +59,7 @@ from marserve.controlplane.runtime import (
     ReplicaSpec,
     SpecError,
     build_replica,
+    check_runtime,
     cpu_set,
     predictor_model,
     resources_of,
@@ -297,6 +298,11 @@ class Reconciler:
             rev.storage = "pending"
         if rev.storage == "pending":
             uri = storage_uri_of(rev.isvc)
+            try:
+                check_runtime(rev.isvc)
+            except SpecError as exc:
+                rev.storage, rev.failure = "failed", Failure(INVALID_SPEC, 1, str(exc), now_iso())
+                return False
             if uri is None:
                 message = "spec.predictor.model.storageUri: Required value"
                 rev.storage, rev.failure = "failed", Failure(INVALID_SPEC, 1, message, now_iso())

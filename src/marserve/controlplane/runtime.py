@@ -76,6 +76,21 @@ def predictor_model(isvc: Obj) -> Obj:
     return first
 
 
+KNOWN_RUNTIMES = frozenset({RUNTIME_NAME, "kserve-torchserve"})
+"""Runtimes a predictor may name: marserve's own, and the one it replaces in place."""
+
+
+def check_runtime(isvc: Obj) -> None:
+    """The predictor's format and pinned runtime must be ones this controller serves."""
+    model = predictor_model(isvc)
+    named = model.get("runtime")
+    if named is not None and named not in KNOWN_RUNTIMES:
+        raise SpecError(f"No ServingRuntimes or ClusterServingRuntimes with the name: {named}")
+    fmt = (model.get("modelFormat") or {}).get("name", "pytorch")
+    if fmt != "pytorch":
+        raise SpecError(f"No runtime found to support predictor with model type: {fmt}")
+
+
 def protocol_of(isvc: Obj) -> str:
     protocol = str(predictor_model(isvc).get("protocolVersion") or "v1")
     if protocol not in _ENVELOPE:

@@ -119,3 +119,19 @@ def test_gpu_count_from_the_environment() -> None:
 
     assert count_gpus({"MARSERVE_GPUS": "2"}) == 2
     assert count_gpus({"MARSERVE_GPUS": " 0 "}) == 0
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ({"runtime": "kserve-tritonserver"}, "with the name: kserve-tritonserver"),
+        ({"modelFormat": {"name": "sklearn"}}, "model type: sklearn"),
+    ],
+)
+def test_runtimes_this_controller_does_not_serve(model: dict[str, Any], message: str) -> None:
+    from marserve.controlplane.runtime import check_runtime
+
+    with pytest.raises(SpecError, match=message):
+        check_runtime(isvc(**model))
+    check_runtime(isvc(runtime="kserve-marserve"))
+    check_runtime(isvc(runtime="kserve-torchserve"))
