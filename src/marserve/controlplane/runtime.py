@@ -158,7 +158,7 @@ def build_replica(isvc: Obj, revision: str, model_dir: Path, storage_uri: str) -
         env.setdefault("OMP_NUM_THREADS", str(max(1, math.ceil(resources.cpu))))
     original = ""
     if parsed.ts_config is not None and parsed.ts_config.is_file():
-        original = parsed.ts_config.read_text(errors="replace")
+        original = parsed.ts_config.read_text(errors="replace").replace(MOUNT, str(model_dir))
     argv = (sys.executable, "-m", "marserve", "serve", "--foreground", "--log-level", "INFO")
     return ReplicaSpec(
         argv=(*argv, *parsed.serve_args),

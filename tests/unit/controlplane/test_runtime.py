@@ -67,6 +67,7 @@ def test_config_keeps_the_mounted_file_and_moves_listeners_to_loopback(model_dir
     assert props["management_address"] == "http://127.0.0.1:0"
     assert props["grpc_inference_port"] == "0"
     assert props["service_envelope"] == "kserve"
+    assert props["model_store"] == str(model_dir / "model-store")  # /mnt/models is the folder
 
 
 def test_limits_cpu_sets_torch_threads(model_dir: Path) -> None:
