@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -100,10 +102,34 @@ def storage_settings(home: Path, env: dict[str, str]) -> StorageSettings:
 
 
 async def pull_revision(uri: str, dest: Path, settings: StorageSettings) -> Path:
-    """The revision's model folder (``config/``, ``model-store/``); StorageError on failure."""
+    """The revision's model folder (``config/``, ``model-store/``); StorageError on failure.
+
+    The pull runs in a daemon thread of its own, so a controller that stops mid-download
+    (a large store, a stalled remote) exits at once instead of waiting for it.
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    result = await asyncio.to_thread(pull, uri, dest, settings)
-    return result.path
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[Path] = loop.create_future()
+
+    def settle(path: Path | None, error: BaseException | None) -> None:
+        if done.done():  # cancelled: the service was deleted meanwhile
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            assert path is not None
+            done.set_result(path)
+
+    def work() -> None:
+        try:
+            path, error = pull(uri, dest, settings).path, None
+        except Exception as exc:  # StorageError, or anything a client raised
+            path, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
+            loop.call_soon_threadsafe(settle, path, error)
+
+    threading.Thread(target=work, name=f"pull {uri}", daemon=True).start()
+    return await done
 
 
 __all__ = ["StorageError", "pull_revision"]
