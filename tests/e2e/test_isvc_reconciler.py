@@ -386,22 +386,39 @@ def test_v2_seed_from_pvc(ctl: Controller, stores: dict[str, Path], neighbour: N
     assert response.json()["outputs"][0]["data"] == [0]
 
 
-def test_grpc_v2_seed_from_gcs(ctl: Controller, neighbour: Neighbour) -> None:
-    ctl.apply(sample("torchserve-grpc-v2.yaml",
-                     "gs://kfserving-examples/models/torchserve/image_classifier/v2"))  # fmt: skip
+def test_grpc_v2_seed_from_gcs_with_two_replicas(ctl: Controller, neighbour: Neighbour) -> None:
+    obj = sample("torchserve-grpc-v2.yaml",
+                 "gs://kfserving-examples/models/torchserve/image_classifier/v2")  # fmt: skip
+    obj["spec"]["predictor"]["minReplicas"] = 2
+    ctl.apply(obj)
     ctl.wait_ready("torchserve-grpc-v2")
-    pod = ready_pod(ctl, "torchserve-grpc-v2")
+
+    def both() -> list[dict[str, Any]] | None:
+        pods = ctl.pods("torchserve-grpc-v2")
+        ready = [p for p in pods if p["status"].get("containerStatuses", [{}])[0].get("ready")]
+        return ready if len(ready) == 2 else None
+
+    pods = wait_for(both, "two ready replicas")
     tensor = np.asarray(json.loads(V2)["inputs"][0]["data"], dtype=np.float32)
-    infer_input = tc.InferInput("input-0", [1, 28, 28], "FP32")
-    infer_input.set_data_from_numpy(tensor.reshape(1, 28, 28))
-    client = tc.InferenceServerClient(f"127.0.0.1:{port_of(pod, 'h2c')}")
-    try:
-        result = client.infer("mnist", [infer_input])
-    finally:
-        client.close()
-    assert result.as_numpy("predict").tolist() == [0]
-    route = next(s for s in ctl.sink.services if s.name == "torchserve-grpc-v2")
+    for pod in pods:  # each replica on loopback ports of its own
+        infer_input = tc.InferInput("input-0", [1, 28, 28], "FP32")
+        infer_input.set_data_from_numpy(tensor.reshape(1, 28, 28))
+        client = tc.InferenceServerClient(f"127.0.0.1:{port_of(pod, 'h2c')}")
+        try:
+            result = client.infer("mnist", [infer_input])
+        finally:
+            client.close()
+        assert result.as_numpy("predict").tolist() == [0]
+    assert len({port_of(p, "h2c") for p in pods}) == 2
+
+    def routed() -> ServiceRoute | None:
+        route = next((s for s in ctl.sink.services if s.name == "torchserve-grpc-v2"), None)
+        return route if route and len(route.revisions[0].endpoints) == 2 else None
+
+    route = wait_for(routed, "both replicas in the route")
     assert route.protocol == "grpc"
+    assert {e.grpc_port for e in route.revisions[0].endpoints} == {port_of(p, "h2c") for p in pods}
+    assert ctl.api.delete(f"{ISVCS}/torchserve-grpc-v2").status_code == 200
 
 
 def test_old_schema_seed_from_s3_and_torchserve_predictions(
