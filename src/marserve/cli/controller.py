@@ -5,8 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from marserve.controlplane.controller import Operator
+    from marserve.controlplane.routing import RouteSink
 
 
 def marserve_home() -> Path:
@@ -32,7 +37,18 @@ def controller(port: int, gateway_port: int, domain: str, home: Path | None) -> 
     config = ControllerConfig(
         home=home or marserve_home(), port=port, gateway_port=gateway_port, domain=domain
     )
-    asyncio.run(run_controller(config))
+    asyncio.run(run_controller(config, [reconciler_operator()]))
+
+
+def reconciler_operator(sink: RouteSink | None = None) -> Operator:
+    """The InferenceService reconciler; ``MARSERVE_CRASH_BACKOFF_S``: CrashLoopBackOff's base,
+    ``MARSERVE_LIVENESS_S``: how long a started replica may stay unhealthy before it is killed."""
+    from marserve.controlplane.operator import operator
+    from marserve.controlplane.replicas import LIVENESS_S, Backoff
+
+    base = float(os.environ.get("MARSERVE_CRASH_BACKOFF_S") or 10.0)
+    liveness = float(os.environ.get("MARSERVE_LIVENESS_S") or LIVENESS_S)
+    return operator(sink, backoff=Backoff(base=base), liveness_s=liveness)
 
 
 @click.command()
