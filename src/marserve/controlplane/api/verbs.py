@@ -169,7 +169,7 @@ class Verbs:
         obj, warnings = self.admit(res, ns, None, body, mode)
         if res.namespaced:
             self._namespace_exists(ns)
-            if len(self.store.list(res.key, ns)[0]) >= self.max_objects:
+            if self.store.count(res.key, ns) >= self.max_objects:
                 raise Forbidden(
                     f'{res.plural} "{obj["metadata"]["name"]}" is forbidden: exceeded quota: '
                     f"at most {self.max_objects} {res.plural} per namespace"
