@@ -141,3 +141,26 @@ def apply_patch(target: Any, patch: Any, content_type: str, *, kind: str) -> Any
             f"{JSON_PATCH}, {MERGE}, {APPLY}"
         )
     raise UnsupportedMediaType(f"unsupported patch type {content_type!r} for {kind}")
+
+
+_MISSING = object()
+
+
+def three_way_merge(original: Any, modified: Any, current: Any) -> Any:
+    """The merge patch ``kubectl apply`` sends: set what ``modified`` changes from ``current``,
+    delete what ``original`` (the last-applied configuration) had and ``modified`` dropped."""
+    patch: dict[str, Any] = {}
+    orig = original if isinstance(original, dict) else {}
+    cur = current if isinstance(current, dict) else {}
+    for key, value in modified.items():
+        have = cur.get(key, _MISSING)
+        if isinstance(value, dict) and isinstance(have, dict):
+            sub = three_way_merge(orig.get(key), value, have)
+            if sub:
+                patch[key] = sub
+        elif have != value:
+            patch[key] = value
+    for key in orig:
+        if key not in modified and key in cur:
+            patch[key] = None
+    return patch

@@ -39,9 +39,7 @@ def test_controller_serves_api_and_runs_operators(tmp_path: Path) -> None:
         server = yaml.safe_load(kube.read_text())["clusters"][0]["cluster"]["server"]
         headers = {"Authorization": f"Bearer {config.token}"}
         ca = ssl.create_default_context(cafile=str(tmp_path / "apiserver.crt"))
-        async with httpx.AsyncClient(
-            base_url=server, headers=headers, timeout=5, verify=ca
-        ) as c:
+        async with httpx.AsyncClient(base_url=server, headers=headers, timeout=5, verify=ca) as c:
             for _ in range(200):
                 try:
                     if (await c.get("/version")).status_code == 200:
