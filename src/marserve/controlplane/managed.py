@@ -138,9 +138,12 @@ def _conflict_error(found: list[tuple[str, str, Path]]) -> Conflict:
         }
         for m, v, p in found
     ]
-    lines = "\n".join(f"- {c['message']}: {c['field']}" for c in causes)
-    plural = "conflict" if len(found) == 1 else "conflicts"
-    err = Conflict(f"Apply failed with {len(found)} {plural}: {lines}")
+    if len(causes) == 1:
+        text = f"Apply failed with 1 conflict: {causes[0]['message']}: {causes[0]['field']}"
+    else:
+        lines = "\n".join(f"- {c['message']}: {c['field']}" for c in causes)
+        text = f"Apply failed with {len(causes)} conflicts:\n{lines}"
+    err = Conflict(text)
     err.causes = causes
     return err
 
@@ -172,7 +175,8 @@ def server_side_apply(
             before = paths
             continue
         if force:
-            paths = {p for p in paths if not any(_overlap(p, q) for q in mine)}
+            lost = {at for who, _, at in found if who == entry.get("manager")}
+            paths = {p for p in paths if not any(_overlap(p, q) for q in lost)}
         if paths:
             kept.append({**entry, "fieldsV1": to_fields_v1(paths)})
     others = set().union(*(from_fields_v1(e["fieldsV1"]) for e in kept)) if kept else set()
