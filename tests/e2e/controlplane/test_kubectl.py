@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import yaml
 
 from marserve.controlplane.store import Store
-from tests.e2e.controlplane.conftest import SAMPLES, Controller
+from tests.e2e.controlplane.conftest import SAMPLES, Controller, kubectl_binary
 
 ISVC = "/apis/serving.kserve.io/v1beta1/namespaces/{ns}/inferenceservices/{name}"
 HEADER = [
@@ -199,3 +201,61 @@ def test_delete(controller: Controller) -> None:
     gone = controller.kubectl("get", "inferenceservice", "torchserve-gpu", check=False)
     assert gone.returncode == 1
     assert 'inferenceservices.serving.kserve.io "torchserve-gpu" not found' in gone.stderr
+
+
+def test_edit_and_watch(controller: Controller) -> None:
+    controller.kubectl("apply", "-f", "torchserve-canary.yaml", "-n", "kserve-test")
+    env = controller.env()
+    env["KUBE_EDITOR"] = "sed -i s/canaryTrafficPercent:\\ 20/canaryTrafficPercent:\\ 30/"
+    edited = subprocess.run(
+        [str(kubectl_binary()), "edit", "isvc", "torchserve", "-n", "kserve-test"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert edited.stdout.strip() == "inferenceservice.serving.kserve.io/torchserve edited", (
+        edited.stderr
+    )
+    got = controller.kubectl(
+        "get",
+        "isvc",
+        "torchserve",
+        "-n",
+        "kserve-test",
+        "-o",
+        "jsonpath={.spec.predictor.canaryTrafficPercent}",
+    )
+    assert got.stdout == "30"
+    watcher = subprocess.Popen(
+        [
+            str(kubectl_binary()),
+            "get",
+            "isvc",
+            "-n",
+            "kserve-test",
+            "-w",
+            "--output-watch-events",
+            "--request-timeout=60s",
+        ],
+        env=controller.env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert watcher.stdout is not None
+        assert watcher.stdout.readline().split()[:2] == ["EVENT", "NAME"]
+        assert watcher.stdout.readline().split()[:2] == ["ADDED", "torchserve"]
+        controller.kubectl("label", "isvc", "torchserve", "-n", "kserve-test", "watched=yes")
+        controller.kubectl("delete", "isvc", "torchserve-gpu", "-n", "kserve-test")
+        seen = []
+        while ("DELETED", "torchserve-gpu") not in seen:
+            line = watcher.stdout.readline()
+            assert line, f"the watch ended before the delete: {seen}"
+            seen.append(tuple(line.split()[:2]))
+        assert ("MODIFIED", "torchserve") in seen
+    finally:
+        watcher.kill()
+        watcher.wait(10)
+        if watcher.stdout is not None:
+            watcher.stdout.close()
