@@ -184,17 +184,20 @@ def describe(resource: str, name: str, namespace: str | None) -> None:
     """Show one object and its events, as `kubectl describe` does."""
     from marserve.controlplane.kubeclient import path_for
     from marserve.controlplane.printing import describe as render
-    from marserve.controlplane.tables import age
+    from marserve.controlplane.tables import describe_age
 
     res = _resource(resource)
     with _client() as client:
         ns = namespace or client.namespace
         obj = client.request("GET", path_for(res, ns, name))
-        selector = f"involvedObject.name={name},involvedObject.namespace={ns}"
+        uid = obj["metadata"].get("uid", "")
+        selector = (
+            f"involvedObject.name={name},involvedObject.namespace={ns},involvedObject.uid={uid}"
+        )
         events_res = _resource("events")
         found = client.request("GET", path_for(events_res, ns), params={"fieldSelector": selector})
         now = datetime.now(UTC)
-        events = [{**e, "age": age(e, now)} for e in found.get("items", [])]
+        events = [{**e, "age": describe_age(e, now)} for e in found.get("items", [])]
         click.echo(render(obj, events), nl=False)
 
 

@@ -147,7 +147,7 @@ SERVICE_COLUMNS: list[Column] = [
     ("Age", "string", 0, age),
 ]
 EVENT_COLUMNS: list[Column] = [
-    ("Last Seen", "string", 0, lambda o, n: _event_age(o, n)),
+    ("Last Seen", "string", 0, lambda o, n: event_age(o, n)),
     ("Type", "string", 0, lambda o, n: o.get("type", "Normal")),
     ("Reason", "string", 0, lambda o, n: o.get("reason", "")),
     ("Object", "string", 0, lambda o, n: _involved(o)),
@@ -163,7 +163,7 @@ COLUMNS = {
 }
 
 
-def _event_age(event: Obj, now: datetime) -> str:
+def event_age(event: Obj, now: datetime) -> str:
     stamp = event.get("lastTimestamp") or event.get("metadata", {}).get("creationTimestamp")
     return age({"metadata": {"creationTimestamp": stamp}}, now)
 
@@ -215,3 +215,16 @@ def table(
         "columnDefinitions": defs,
         "rows": rows,
     }
+
+
+def describe_age(event: Obj, now: datetime) -> str:
+    """An event's Age in ``kubectl describe``: ``5s``, ``2m (x3 over 10m)``, ``<unknown>``."""
+    first = event.get("firstTimestamp") or event.get("eventTime")
+    if not first:
+        return "<unknown>"
+    since_first = age({"metadata": {"creationTimestamp": first}}, now)
+    count = int(event.get("count") or 1)
+    if count > 1 and event.get("lastTimestamp"):
+        last = age({"metadata": {"creationTimestamp": event["lastTimestamp"]}}, now)
+        return f"{last} (x{count} over {since_first})"
+    return since_first

@@ -138,6 +138,41 @@ def test_logs_and_delete(cli: Cli) -> None:
         )
     finally:
         store.close()
+    events = Store(cli.home / "controlplane.db")
+    try:
+        uid = events.get("inferenceservices.serving.kserve.io", "default", "torchserve")[
+            "metadata"
+        ]["uid"]
+        events.create(
+            "events",
+            {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {
+                    "name": "torchserve.1",
+                    "namespace": "default",
+                    "creationTimestamp": "2026-01-01T00:00:00Z",
+                },
+                "involvedObject": {
+                    "kind": "InferenceService",
+                    "name": "torchserve",
+                    "namespace": "default",
+                    "uid": uid,
+                },
+                "type": "Normal",
+                "reason": "InferenceServiceReady",
+                "source": {"component": "marserve"},
+                "message": "InferenceService [torchserve] is Ready",
+            },
+        )
+    finally:
+        events.close()
+    ours, theirs = (
+        cli.marserve("describe", "isvc", "torchserve"),
+        cli.kubectl("describe", "isvc", "torchserve"),
+    )
+    assert "InferenceServiceReady" in ours.stdout
+    assert AGE.sub(" AGE", ours.stdout) == AGE.sub(" AGE", theirs.stdout)
     log = cli.home / "pods" / "default" / pod / "kserve-container.log"
     log.parent.mkdir(parents=True)
     log.write_text("one\ntwo\n")

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from marserve.controlplane.tables import human_duration, table
+from marserve.controlplane.tables import describe_age, human_duration, table
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 DURATIONS = [
@@ -123,3 +123,22 @@ def test_pod_columns_and_include_object() -> None:
     assert out["rows"][0]["object"] is pod
     assert [c["priority"] for c in out["columnDefinitions"]][-2:] == [1, 1]
     assert "object" not in table("pods", [pod], None, include="None", now=NOW)["rows"][0]
+
+
+EVENT_AGES = [
+    ({}, "<unknown>"),
+    ({"firstTimestamp": "2026-01-01T11:59:55Z"}, "5s"),
+    (
+        {
+            "firstTimestamp": "2026-01-01T11:50:00Z",
+            "lastTimestamp": "2026-01-01T11:58:00Z",
+            "count": 3,
+        },
+        "2m (x3 over 10m)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("event", "want"), EVENT_AGES)
+def test_describe_age(event: dict[str, object], want: str) -> None:
+    assert describe_age(event, NOW) == want
