@@ -20,6 +20,15 @@ import yaml
 ROOT = Path(__file__).resolve().parents[3]
 SAMPLES = ROOT / "deploy" / "kubernetes" / "samples"
 START = "from marserve.cli.main import main; main()"
+# The API alone (no operators): part 2's reconciler would start replicas and write status,
+# which these tests of the API set themselves through the status subresource.
+API_ONLY = (
+    "import asyncio, sys; from pathlib import Path; "
+    "from marserve.controlplane.config import ControllerConfig; "
+    "from marserve.controlplane.controller import run_controller; "
+    "asyncio.run(run_controller(ControllerConfig(home=Path(sys.argv[1]), port=int(sys.argv[2]), "
+    "gateway_port=0)))"
+)
 
 
 def kubectl_binary() -> Path:
@@ -107,7 +116,7 @@ def start_controller(home: Path, *, port: int = 0) -> Controller:
     (home / "kubeconfig").unlink(missing_ok=True)
     with (home / "controller.log").open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-c", START, "controller", "--port", str(port), "--gateway-port", "0"],
+            [sys.executable, "-c", API_ONLY, str(home), str(port)],
             env={**os.environ, "MARSERVE_HOME": str(home), "OMP_NUM_THREADS": "1"},
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from marserve.controlplane.store import Store
-from tests.e2e.controlplane.conftest import SAMPLES, START, kubectl_binary
+from tests.e2e.controlplane.conftest import SAMPLES, START, kubectl_binary, start_controller
 
 AGE = re.compile(r"\s\d+s$", re.MULTILINE)
 
@@ -55,33 +55,49 @@ class Cli:
         )
 
 
-@pytest.fixture(scope="module")
-def cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
-    c = Cli(tmp_path_factory.mktemp("cli-home"))
-    yield c
-    pid_file = c.home / "background.pid"
-    if pid_file.exists():
-        pid = int(pid_file.read_text())
-        os.kill(pid, signal.SIGINT)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.1)
+def stop(pid: int) -> None:
+    os.kill(pid, signal.SIGINT)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
 
 
-def test_apply_starts_the_controller_and_is_idempotent(cli: Cli) -> None:
-    first = cli.marserve("apply", "-f", "torchserve.yaml")
-    assert first.returncode == 0, first.stderr
+def test_a_verb_starts_the_controller_when_none_runs(tmp_path: Path) -> None:
+    c = Cli(tmp_path)
+    first = c.marserve("get", "inferenceservices")
     started = re.search(r"started one in the background \(pid (\d+)", first.stderr)
     assert started, first.stderr
-    (cli.home / "background.pid").write_text(started.group(1))
+    try:
+        assert first.returncode == 0
+        assert first.stderr.endswith("No resources found in default namespace.\n")
+        assert oct((tmp_path / "kubeconfig").stat().st_mode & 0o777) == "0o600"
+        again = c.marserve("get", "inferenceservices")
+        assert again.stderr == "No resources found in default namespace.\n"
+        assert c.kubectl("get", "inferenceservices").stderr == again.stderr
+    finally:
+        stop(int(started.group(1)))
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
+    home = tmp_path_factory.mktemp("cli-home")
+    controller = start_controller(home)
+    yield Cli(home)
+    controller.stop()
+
+
+def test_apply_is_idempotent_and_takes_turns_with_kubectl(cli: Cli) -> None:
+    first = cli.marserve("apply", "-f", "torchserve.yaml")
+    assert first.returncode == 0, first.stderr
     assert first.stdout == "inferenceservice.serving.kserve.io/torchserve created\n"
     again = cli.marserve("apply", "-f", "torchserve.yaml")
     assert again.stdout == "inferenceservice.serving.kserve.io/torchserve unchanged\n"
-    assert "started" not in again.stderr
+    assert again.stderr == ""
     # kubectl agrees that nothing changed, so both keep the same last-applied bookkeeping
     assert cli.kubectl("apply", "-f", "torchserve.yaml").stdout.endswith("unchanged\n")
     docs = "\n---\n".join(
