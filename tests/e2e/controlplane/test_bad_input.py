@@ -49,6 +49,15 @@ CASES = [
         400,
         "unknown format",
     ),
+    (
+        "YAML alias bomb",
+        "PATCH?fieldManager=bomb",
+        b"a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+        b"c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n",
+        {"Content-Type": "application/apply-patch+yaml"},
+        400,
+        "aliases",
+    ),
     ("not an object", "POST", b"[1, 2]", JSON, 400, "must be a InferenceService object"),
     ("wrong kind", "POST", orjson.dumps({**isvc("k"), "kind": "Pod"}), JSON, 400, "do not match"),
     (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -44,6 +45,7 @@ from marserve.controlplane.tables import table
 from marserve.controlplane.validation import field_validation
 
 MAX_WATCH_S = 1800
+log = logging.getLogger(__name__)
 
 
 def _json(body: Any, status: int = 200, warnings: list[str] | None = None) -> Response:
@@ -301,6 +303,9 @@ def build_app(
             response: Response = await call(request)
         except ApiError as err:
             return _json(err.status(), err.code)
+        except Exception as exc:  # a bug must not take the API down: answer a 500 Status
+            log.exception("%s %s failed", request.method, request.url.path)
+            return _json(ApiError(f"internal error: {type(exc).__name__}").status(), 500)
         return response
 
     async def not_found(request: Request, exc: Exception) -> Response:

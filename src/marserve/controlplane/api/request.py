@@ -16,6 +16,15 @@ from marserve.controlplane.resources import Resource, lookup
 MAX_BODY = 3 * 1024 * 1024
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without anchors/aliases: a few kilobytes of aliases can expand to gigabytes."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.YAMLError("YAML aliases (*name) are not accepted")
+        return super().compose_node(parent, index)
+
+
 @dataclass(slots=True)
 class Target:
     """What a resource path names: the resource, namespace, object name and subresource."""
@@ -102,7 +111,7 @@ async def read_body(request: Request) -> Any:
         return protobuf.decode(raw)
     try:
         if "yaml" in ctype:
-            return yaml.load(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
+            return yaml.load(raw, Loader=_NoAliasLoader)  # noqa: S506 (a SafeLoader)
         return orjson.loads(raw)
     except (orjson.JSONDecodeError, yaml.YAMLError, RecursionError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
