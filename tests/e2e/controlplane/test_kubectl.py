@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 
 import yaml
 
@@ -259,3 +260,32 @@ def test_edit_and_watch(controller: Controller) -> None:
         watcher.wait(10)
         if watcher.stdout is not None:
             watcher.stdout.close()
+
+
+def test_wait_for_ready(controller: Controller) -> None:
+    """kubectl wait uses client-go's streaming list (sendInitialEvents + the end bookmark)."""
+    controller.kubectl("apply", "-f", "torchserve-v2.yaml")
+    waiter = subprocess.Popen(
+        [
+            str(kubectl_binary()),
+            "wait",
+            "--for=condition=Ready",
+            "isvc/torchserve-mnist-v2",
+            "--timeout=60s",
+        ],
+        env=controller.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(1)  # the watch is open (waiting) before Ready is set; any order is correct
+        assert waiter.poll() is None
+        set_ready(controller, "default", "torchserve-mnist-v2")
+        out, err = waiter.communicate(timeout=60)
+    finally:
+        if waiter.poll() is None:
+            waiter.kill()
+            waiter.communicate()
+    assert waiter.returncode == 0, err
+    assert out.strip() == "inferenceservice.serving.kserve.io/torchserve-mnist-v2 condition met"

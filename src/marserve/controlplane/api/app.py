@@ -33,6 +33,7 @@ from marserve.controlplane.config import ControllerConfig
 from marserve.controlplane.errors import (
     ApiError,
     BadRequest,
+    Invalid,
     MethodNotAllowed,
     NotFound,
     Unauthorized,
@@ -164,10 +165,20 @@ class Api:
             raise BadRequest(f"resourceVersion: Invalid value: {raw_rv!r}")
         since = int(raw_rv) if raw_rv not in ("", "0") else None
         initial: list[Obj] = []
-        if since is None:
-            initial, rv = self.verbs.list_objects(res, target.namespace, labels, fields)
-            since = rv
-            initial = initial if raw_rv == "0" or not raw_rv else []
+        send_initial = q.get("sendInitialEvents")
+        if send_initial == "true":
+            # the streaming list client-go 1.37 uses: current objects, then a BOOKMARK marking
+            # the end of them, then changes
+            if q.get("resourceVersionMatch") != "NotOlderThan":
+                raise Invalid(
+                    "resourceVersionMatch: Forbidden: sendInitialEvents requires setting "
+                    "resourceVersionMatch to NotOlderThan",
+                    field="resourceVersionMatch",
+                )
+            initial, since = self.verbs.list_objects(res, target.namespace, labels, fields)
+        elif since is None:
+            initial, since = self.verbs.list_objects(res, target.namespace, labels, fields)
+            initial = initial if send_initial != "false" else []
         ns = target.namespace if res.namespaced and target.namespace else None
         as_table = wants_table(request)
 
@@ -190,6 +201,7 @@ class Api:
             timeout_s=float(timeout),
             bookmarks=flag(request, "allowWatchBookmarks"),
             bookmark_obj=bookmark(res.kind, res.group_version),
+            initial_end=send_initial == "true",
         )
         return StreamingResponse(stream, media_type="application/json")
 

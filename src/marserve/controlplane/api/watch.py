@@ -43,6 +43,7 @@ async def watch_stream(
     timeout_s: float,
     bookmarks: bool,
     bookmark_obj: Callable[[int], Obj],
+    initial_end: bool = False,
 ) -> AsyncIterator[bytes]:
     """Events after ``since`` (``initial`` objects as ADDED first when listing from 0).
 
@@ -52,6 +53,10 @@ async def watch_stream(
     for obj in initial:
         yield _line("ADDED", render(obj))
     last = since if since is not None else store.resource_version
+    if initial_end:
+        marker = bookmark_obj(last)
+        marker["metadata"]["annotations"] = {"k8s.io/initial-events-end": "true"}
+        yield _line("BOOKMARK", marker)
     queue: asyncio.Queue[Any] = asyncio.Queue()
     task = asyncio.create_task(_pump(store, key, namespace, last, queue))
     try:
