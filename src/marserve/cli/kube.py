@@ -59,10 +59,44 @@ def _documents(source: str) -> list[tuple[int, Any]]:
         raise click.ClickException(f"error parsing {source}: {exc}") from None
 
 
-def _apply_one(client: Any, doc: Any, namespace: str | None, source: str) -> bool:
-    from marserve.controlplane.kubeclient import ApiFailure, path_for, resource_of
+def _with_last_applied(doc: Obj, namespace: str | None) -> Obj:
+    """The manifest with kubectl's last-applied annotation, byte for byte as kubectl writes it,
+    so kubectl and marserve can take turns on one object."""
+    from marserve.controlplane.printing import LAST_APPLIED
+
+    modified: Obj = json.loads(json.dumps(doc))
+    if namespace is not None:
+        modified["metadata"]["namespace"] = namespace
+    annotations = modified["metadata"].setdefault("annotations", {})
+    annotations.pop(LAST_APPLIED, None)
+    record = json.dumps(modified, sort_keys=True, separators=(",", ":")) + "\n"
+    annotations[LAST_APPLIED] = record
+    return modified
+
+
+def _send(client: Any, res: Any, ns: str, name: str, modified: Obj, current: Obj | None) -> str:
+    """Create, or merge-patch what changed (three-way, as kubectl); the word kubectl prints."""
+    from marserve.controlplane.kubeclient import path_for
     from marserve.controlplane.patch import three_way_merge
     from marserve.controlplane.printing import LAST_APPLIED
+
+    query = {"fieldManager": "marserve-client-side-apply", "fieldValidation": "Strict"}
+    if current is None:
+        client.request("POST", path_for(res, ns), params=query, json=modified)
+        return "created"
+    last = (current["metadata"].get("annotations") or {}).get(LAST_APPLIED)
+    patch = three_way_merge(json.loads(last) if last else {}, modified, current)
+    if not patch:
+        return "unchanged"
+    headers = {"Content-Type": "application/merge-patch+json"}
+    client.request(
+        "PATCH", path_for(res, ns, name), params=query, content=json.dumps(patch), headers=headers
+    )
+    return "configured"
+
+
+def _apply_one(client: Any, doc: Any, namespace: str | None, source: str) -> bool:
+    from marserve.controlplane.kubeclient import ApiFailure, path_for, resource_of
 
     res = resource_of(doc) if isinstance(doc, dict) else None
     if res is None:
@@ -76,41 +110,17 @@ def _apply_one(client: Any, doc: Any, namespace: str | None, source: str) -> boo
         return False
     meta = doc.setdefault("metadata", {}) if isinstance(doc.get("metadata"), dict) else {}
     name, ns = str(meta.get("name", "")), namespace or meta.get("namespace") or client.namespace
-    modified = json.loads(json.dumps(doc))
-    if res.namespaced:
-        modified["metadata"]["namespace"] = ns
-    annotations = modified["metadata"].setdefault("annotations", {})
-    annotations.pop(LAST_APPLIED, None)
-    # the bookkeeping kubectl keeps, byte for byte, so kubectl and marserve can take turns
-    record = json.dumps(modified, sort_keys=True, separators=(",", ":")) + "\n"
-    annotations[LAST_APPLIED] = record
-    query = {"fieldManager": "marserve-client-side-apply", "fieldValidation": "Strict"}
+    modified = _with_last_applied(doc, ns if res.namespaced else None)
     try:
         current = client.request("GET", path_for(res, ns, name)) if name else None
     except ApiFailure as err:
         if err.code != 404:
             raise
         current = None
-    verb = "creating" if current is None else "patching"
     try:
-        if current is None:
-            client.request("POST", path_for(res, ns), params=query, json=modified)
-            outcome = "created"
-        else:
-            last = (current["metadata"].get("annotations") or {}).get(LAST_APPLIED)
-            original = json.loads(last) if last else {}
-            patch = three_way_merge(original, modified, current)
-            outcome = "unchanged"
-            if patch:
-                client.request(
-                    "PATCH",
-                    path_for(res, ns, name),
-                    params=query,
-                    content=json.dumps(patch),
-                    headers={"Content-Type": "application/merge-patch+json"},
-                )
-                outcome = "configured"
+        outcome = _send(client, res, ns, name, modified, current)
     except ApiFailure as err:
+        verb = "creating" if current is None else "patching"
         click.echo(
             f'Error from server ({err.reason}): error when {verb} "{source}": {err.message}',
             err=True,

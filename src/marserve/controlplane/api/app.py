@@ -226,42 +226,45 @@ class Api:
             obj, warnings = self.verbs.replace(res, ns, name, target.sub, body, mode, manager, dry)
             return _json(obj, 200, warnings)
         if request.method == "PATCH":
-            ctype = request.headers.get("content-type", "").split(";")[0].strip()
-            if ctype not in PATCH_TYPES:
-                raise UnsupportedMediaType(
-                    f"the body of the request was in an unknown format - "
-                    f"accepted media types include: {', '.join(PATCH_TYPES)}"
-                )
-            opts = {
-                "mode": mode,
-                "manager": manager,
-                "dry": dry,
-                "force": flag(request, "force"),
-                "explicit_manager": bool(q.get("fieldManager")),
-            }
-            obj, warnings = self.verbs.patch(
-                res, ns, name, target.sub, await read_body(request), ctype, opts
-            )
-            return _json(obj, 200, warnings)
+            return await self.patch(request, target, mode, manager, dry)
         if request.method == "DELETE":
-            obj = self.verbs.delete(res, ns, name, dry)
-            if res.plural == "namespaces":
-                return _json({**obj, "status": {"phase": "Terminating"}})
-            return _json(
-                {
-                    "kind": "Status",
-                    "apiVersion": "v1",
-                    "metadata": {},
-                    "status": "Success",
-                    "details": {
-                        "name": name,
-                        "group": res.group_version.rpartition("/")[0],
-                        "kind": res.plural,
-                        "uid": obj["metadata"].get("uid"),
-                    },
-                }
-            )
+            return self.delete(target, dry)
         raise MethodNotAllowed(f"{request.method} is not supported")
+
+    async def patch(
+        self, request: Request, target: Target, mode: str, manager: str, dry: bool
+    ) -> Response:
+        ctype = request.headers.get("content-type", "").split(";")[0].strip()
+        if ctype not in PATCH_TYPES:
+            raise UnsupportedMediaType(
+                "the body of the request was in an unknown format - accepted media types "
+                f"include: {', '.join(PATCH_TYPES)}"
+            )
+        opts = {
+            "mode": mode,
+            "manager": manager,
+            "dry": dry,
+            "force": flag(request, "force"),
+            "explicit_manager": bool(request.query_params.get("fieldManager")),
+        }
+        body = await read_body(request)
+        ns, name = target.namespace or "", target.name or ""
+        obj, warnings = self.verbs.patch(target.resource, ns, name, target.sub, body, ctype, opts)
+        return _json(obj, 200, warnings)
+
+    def delete(self, target: Target, dry: bool) -> Response:
+        res, name = target.resource, target.name or ""
+        obj = self.verbs.delete(res, target.namespace or "", name, dry)
+        if res.plural == "namespaces":
+            return _json({**obj, "status": {"phase": "Terminating"}})
+        details = {
+            "name": name,
+            "group": res.group_version.rpartition("/")[0],
+            "kind": res.plural,
+            "uid": obj["metadata"].get("uid"),
+        }
+        status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
+        return _json({**status, "details": details})
 
     async def delete_collection(self, request: Request, target: Target, dry: bool) -> Response:
         res = target.resource

@@ -74,6 +74,19 @@ def select(objs: list[Obj], labels: Selector, fields: list[tuple[str, bool, str]
     return [o for o in objs if keep(o)]
 
 
+def _admit_namespace(obj: Obj) -> None:
+    name = obj["metadata"]["name"]
+    if not _DNS_LABEL.match(name) or len(name) > 63:
+        raise Invalid(
+            f'Namespace "{name}" is invalid: metadata.name: Invalid value: "{name}": a lowercase '
+            "RFC 1123 label must consist of lower case alphanumeric characters or '-', and must "
+            "start and end with an alphanumeric character",
+            field="metadata.name",
+        )
+    obj.setdefault("spec", {"finalizers": ["kubernetes"]})
+    obj.setdefault("status", {"phase": "Active"})
+
+
 class Verbs:
     """Verbs of every served resource; InferenceServices go through KServe's admission."""
 
@@ -123,32 +136,24 @@ class Verbs:
                 "metadata.name: Required value: name or generateName is required",
                 field="metadata.name",
             )
-        warnings: list[str] = []
         if res.key == ISVC:
-            try:
-                obj, warnings = check_isvc_schema(obj, mode)
-                obj = default_isvc(obj)
-                validate_isvc(obj)
-                check_isvc_types(obj)
-            except Invalid as err:
-                group = res.group_version.rpartition("/")[0]
-                err.details = err.details or {
-                    "name": meta["name"],
-                    "group": group,
-                    "kind": res.kind,
-                }
-                raise
-        elif res.plural == "namespaces":
-            if not _DNS_LABEL.match(meta["name"]) or len(meta["name"]) > 63:
-                raise Invalid(
-                    f'Namespace "{meta["name"]}" is invalid: metadata.name: Invalid value: '
-                    f'"{meta["name"]}": a lowercase RFC 1123 label must consist of lower case '
-                    "alphanumeric characters or '-', and must start and end with an "
-                    "alphanumeric character",
-                    field="metadata.name",
-                )
-            obj.setdefault("spec", {"finalizers": ["kubernetes"]})
-            obj.setdefault("status", {"phase": "Active"})
+            return self._admit_isvc(res, obj, mode)
+        if res.plural == "namespaces":
+            _admit_namespace(obj)
+        return obj, []
+
+    def _admit_isvc(self, res: Resource, obj: Obj, mode: str) -> tuple[Obj, list[str]]:
+        """The CRD schema (unknown fields per ``mode``), then KServe's webhooks."""
+        try:
+            obj, warnings = check_isvc_schema(obj, mode)
+            obj = default_isvc(obj)
+            validate_isvc(obj)
+            check_isvc_types(obj)
+        except Invalid as err:
+            group = res.group_version.rpartition("/")[0]
+            name = obj["metadata"]["name"]
+            err.details = err.details or {"name": name, "group": group, "kind": res.kind}
+            raise
         return obj, warnings
 
     def _writable(self, res: Resource) -> None:
