@@ -80,3 +80,34 @@ def matches(selector: Selector, labels: Mapping[str, str] | None) -> bool:
     """Whether every requirement holds for ``labels``."""
     have = labels or {}
     return all(r.matches(have) for r in selector)
+
+
+FieldSelector = tuple[tuple[str, bool, str], ...]
+"""``(path, negated, value)`` terms of a ``fieldSelector``."""
+
+
+def parse_fields(raw: str | None) -> FieldSelector:
+    """A ``fieldSelector``: ``path=value``, ``path==value`` or ``path!=value`` terms."""
+    out = []
+    for term in filter(None, (t.strip() for t in (raw or "").split(","))):
+        key, neg, value = term.partition("!=")
+        if not neg:
+            key, eq, value = term.partition("=")
+            if not eq:
+                raise BadRequest(f"invalid selector: {term!r}; can't understand {term!r}")
+            value = value.removeprefix("=")
+        if not key.strip():
+            raise BadRequest(f"invalid selector: {term!r}: a field path is required")
+        out.append((key.strip(), bool(neg), value.strip()))
+    return tuple(out)
+
+
+def _field(obj: object, path: str) -> str:
+    for part in path.split("."):
+        obj = obj.get(part) if isinstance(obj, dict) else None
+    return "" if obj is None else str(obj)
+
+
+def fields_match(selector: FieldSelector, obj: Mapping[str, object]) -> bool:
+    """Whether every ``path=value`` (or ``!=``) term holds for ``obj``."""
+    return all((_field(obj, path) == value) != neg for path, neg, value in selector)

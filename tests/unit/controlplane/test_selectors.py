@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from marserve.controlplane.errors import BadRequest
-from marserve.controlplane.selectors import matches, parse
+from marserve.controlplane.selectors import fields_match, matches, parse, parse_fields
 
 LABELS = {"app": "torchserve", "tier": "gpu", "team": "ml"}
 CASES = [
@@ -40,3 +40,31 @@ def test_matches(selector: str, want: bool) -> None:
 def test_malformed(bad: str) -> None:
     with pytest.raises(BadRequest, match="unable to parse requirement"):
         parse(bad)
+
+
+POD = {
+    "metadata": {"name": "p", "namespace": "kserve-test"},
+    "status": {"phase": "Running"},
+    "involvedObject": {"uid": "u1"},
+}
+FIELD_CASES = [
+    ("", True),
+    ("metadata.name=p", True),
+    ("metadata.name==p", True),
+    ("metadata.name!=p", False),
+    ("status.phase=Running,metadata.namespace=kserve-test", True),
+    ("status.phase=Pending", False),
+    ("spec.nodeName=", True),
+    ("involvedObject.uid=u1", True),
+]
+
+
+@pytest.mark.parametrize(("selector", "want"), FIELD_CASES)
+def test_field_selectors(selector: str, want: bool) -> None:
+    assert fields_match(parse_fields(selector), POD) is want
+
+
+@pytest.mark.parametrize("bad", ["metadata.name", "=x"])
+def test_malformed_field_selectors(bad: str) -> None:
+    with pytest.raises(BadRequest, match="invalid selector"):
+        parse_fields(bad)

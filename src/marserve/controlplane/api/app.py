@@ -27,7 +27,7 @@ from marserve.controlplane.api.request import (
     read_body,
     wants_table,
 )
-from marserve.controlplane.api.verbs import MAX_OBJECTS, Verbs, parse_fields, select, with_kind
+from marserve.controlplane.api.verbs import MAX_OBJECTS, Verbs, select, with_kind
 from marserve.controlplane.api.watch import bookmark, watch_stream
 from marserve.controlplane.config import ControllerConfig
 from marserve.controlplane.errors import (
@@ -41,6 +41,7 @@ from marserve.controlplane.errors import (
 )
 from marserve.controlplane.patch import PATCH_TYPES
 from marserve.controlplane.selectors import parse as parse_labels
+from marserve.controlplane.selectors import parse_fields
 from marserve.controlplane.store import Obj, Store
 from marserve.controlplane.tables import table
 from marserve.controlplane.validation import field_validation

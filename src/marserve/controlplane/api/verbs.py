@@ -19,7 +19,7 @@ from marserve.controlplane.errors import (
 from marserve.controlplane.managed import record_update, server_side_apply
 from marserve.controlplane.patch import APPLY, apply_patch
 from marserve.controlplane.resources import ISVC, Resource
-from marserve.controlplane.selectors import Selector, matches
+from marserve.controlplane.selectors import FieldSelector, Selector, fields_match, matches
 from marserve.controlplane.store import Obj, Store
 from marserve.controlplane.validation import (
     check_isvc_schema,
@@ -45,33 +45,13 @@ def with_kind(res: Resource, obj: Obj) -> Obj:
     return out
 
 
-def _field(obj: Any, path: str) -> str:
-    for part in path.split("."):
-        obj = obj.get(part) if isinstance(obj, dict) else None
-    return "" if obj is None else str(obj)
-
-
-def parse_fields(raw: str | None) -> list[tuple[str, bool, str]]:
-    """A ``fieldSelector``: ``path=value`` / ``path==value`` / ``path!=value`` terms."""
-    out = []
-    for term in filter(None, (raw or "").split(",")):
-        key, neg, value = (*term.split("!=", 1)[:1], True, term.split("!=", 1)[-1])
-        if "!=" not in term:
-            key, _, value = term.partition("=")
-            neg, value = False, value.removeprefix("=")
-            if "=" not in term:
-                raise BadRequest(f"invalid selector: {term!r}; can't understand {term!r}")
-        out.append((key.strip(), neg, value.strip()))
-    return out
-
-
-def select(objs: list[Obj], labels: Selector, fields: list[tuple[str, bool, str]]) -> list[Obj]:
-    def keep(obj: Obj) -> bool:
-        if not matches(labels, obj.get("metadata", {}).get("labels")):
-            return False
-        return all((_field(obj, k) == v) != neg for k, neg, v in fields)
-
-    return [o for o in objs if keep(o)]
+def select(objs: list[Obj], labels: Selector, fields: FieldSelector) -> list[Obj]:
+    """The objects whose labels and fields both match."""
+    return [
+        o
+        for o in objs
+        if matches(labels, o.get("metadata", {}).get("labels")) and fields_match(fields, o)
+    ]
 
 
 def _admit_namespace(obj: Obj) -> None:
