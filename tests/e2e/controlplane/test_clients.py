@@ -165,6 +165,14 @@ def test_kserve_client(controller: Controller) -> None:
     threading.Thread(target=mark_ready, daemon=True).start()
     kserve.wait_isvc_ready("sdk", namespace="default", timeout_seconds=30, polling_interval=0.2)
     assert kserve.is_isvc_ready("sdk", namespace="default", expected_generation=3)
+    # the SDK's watch variant follows a watch stream until observedGeneration and Ready match
+    patched = kserve.patch("sdk", sdk_isvc("sdk", min_replicas=3, max_replicas=4))
+    assert patched["metadata"]["generation"] == 4
+    threading.Thread(target=mark_ready, daemon=True).start()
+    kserve.wait_isvc_ready(
+        "sdk", namespace="default", watch=True, timeout_seconds=30, expected_generation=4
+    )
+    assert kserve.is_isvc_ready("sdk", namespace="default", expected_generation=4)
     kserve.delete("sdk", namespace="default")
     with pytest.raises(RuntimeError, match="Not Found"):
         kserve.get("sdk", namespace="default")
