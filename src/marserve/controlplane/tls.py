@@ -14,6 +14,13 @@ CERT, KEY = "apiserver.crt", "apiserver.key"
 
 
 def _generate(cert_path: Path, key_path: Path) -> None:
+    try:
+        import cryptography  # noqa: F401
+    except ImportError:
+        raise RuntimeError(
+            "the controller's HTTPS certificate needs the cryptography package: "
+            "pip install 'marserve[controlplane]'"
+        ) from None
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec

@@ -39,7 +39,7 @@ from marserve.controlplane.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from marserve.controlplane.patch import PATCH_TYPES
+from marserve.controlplane.patch import APPLY, PATCH_TYPES
 from marserve.controlplane.selectors import parse as parse_labels
 from marserve.controlplane.selectors import parse_fields
 from marserve.controlplane.store import Obj, Store
@@ -250,8 +250,16 @@ class Api:
         }
         body = await read_body(request)
         ns, name = target.namespace or "", target.name or ""
+        created = ctype == APPLY and target.sub is None and not self.exists(target)
         obj, warnings = self.verbs.patch(target.resource, ns, name, target.sub, body, ctype, opts)
-        return _json(obj, 200, warnings)
+        return _json(obj, 201 if created else 200, warnings)
+
+    def exists(self, target: Target) -> bool:
+        try:
+            self.store.get(target.resource.key, target.namespace or "", target.name or "")
+        except NotFound:
+            return False
+        return True
 
     def delete(self, target: Target, dry: bool) -> Response:
         res, name = target.resource, target.name or ""

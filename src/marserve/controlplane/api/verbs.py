@@ -257,8 +257,11 @@ class Verbs:
                 opts["manager"],
                 opts["dry"],
             )
-        checked, warnings = self.admit(res, ns, name, config, opts["mode"])
-        del checked
+        # the applied configuration may be partial: only its fields are checked here (unknown
+        # ones per fieldValidation); the merged object then goes through admission
+        warnings: list[str] = []
+        if res.key == ISVC:
+            config, warnings = check_isvc_schema(config, opts["mode"])
         merged = server_side_apply(current, config, opts["manager"], force=opts["force"], now=now())
         obj, more = self.admit(res, ns, name, merged, "Ignore")
         if current is None:
