@@ -88,3 +88,20 @@ def test_selected_changes_from_a_resource_version(controller: Controller) -> Non
         ("DELETED", "w-ml"),
     ]
     assert int(got[0]["object"]["metadata"]["resourceVersion"]) > int(rv)
+
+
+def test_label_changes_are_added_and_deleted_for_a_selector(controller: Controller) -> None:
+    merge = {"Content-Type": "application/merge-patch+json"}
+    with controller.client() as c:
+        assert c.post(BASE, json=isvc("w-moves", "ops")).status_code == 201
+        rv = c.get(BASE).json()["metadata"]["resourceVersion"]
+        for team in ("ml", "ml", "ops"):
+            label = orjson.dumps({"metadata": {"labels": {"team": team, "step": str(time.time())}}})
+            assert c.patch(f"{BASE}/w-moves", content=label, headers=merge).status_code == 200
+    got = events(
+        controller,
+        {"resourceVersion": rv, "timeoutSeconds": "60", "labelSelector": "team=ml"},
+        until="DELETED",
+    )
+    assert [e["type"] for e in got] == ["ADDED", "MODIFIED", "DELETED"]
+    assert got[-1]["object"]["metadata"]["labels"]["team"] == "ops"

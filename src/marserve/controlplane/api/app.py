@@ -165,21 +165,23 @@ class Api:
         if raw_rv not in ("", "0") and not raw_rv.isdigit():
             raise BadRequest(f"resourceVersion: Invalid value: {raw_rv!r}")
         since = int(raw_rv) if raw_rv not in ("", "0") else None
-        initial: list[Obj] = []
         send_initial = q.get("sendInitialEvents")
-        if send_initial == "true":
-            # the streaming list client-go 1.37 uses: current objects, then a BOOKMARK marking
-            # the end of them, then changes
-            if q.get("resourceVersionMatch") != "NotOlderThan":
-                raise Invalid(
-                    "resourceVersionMatch: Forbidden: sendInitialEvents requires setting "
-                    "resourceVersionMatch to NotOlderThan",
-                    field="resourceVersionMatch",
-                )
-            initial, since = self.verbs.list_objects(res, target.namespace, labels, fields)
-        elif since is None:
-            initial, since = self.verbs.list_objects(res, target.namespace, labels, fields)
-            initial = initial if send_initial != "false" else []
+        if send_initial == "true" and q.get("resourceVersionMatch") != "NotOlderThan":
+            raise Invalid(
+                "resourceVersionMatch: Forbidden: sendInitialEvents requires setting "
+                "resourceVersionMatch to NotOlderThan",
+                field="resourceVersionMatch",
+            )
+        # What matches now: the objects the client is taken to hold, so selector transitions
+        # are ADDED/DELETED. Listing first also gives the start when none was asked for, or
+        # the objects of client-go's streaming list (sendInitialEvents, then an end bookmark).
+        current, listed_rv = self.verbs.list_objects(res, target.namespace, labels, fields)
+        matched = {(o["metadata"].get("namespace", ""), o["metadata"]["name"]) for o in current}
+        initial: list[Obj] = []
+        if send_initial == "true" or (since is None and send_initial != "false"):
+            initial = current
+        if send_initial == "true" or since is None:
+            since = listed_rv
         ns = target.namespace if res.namespaced and target.namespace else None
         as_table = wants_table(request)
 
@@ -203,6 +205,7 @@ class Api:
             bookmarks=flag(request, "allowWatchBookmarks"),
             bookmark_obj=bookmark(res.kind, res.group_version),
             initial_end=send_initial == "true",
+            matched=matched,
         )
         return StreamingResponse(stream, media_type="application/json")
 

@@ -44,12 +44,14 @@ async def watch_stream(
     bookmarks: bool,
     bookmark_obj: Callable[[int], Obj],
     initial_end: bool = False,
+    matched: set[tuple[str, str]] | None = None,
 ) -> AsyncIterator[bytes]:
     """Events after ``since`` (``initial`` objects as ADDED first when listing from 0).
 
     A ``since`` older than the kept history ends the stream with an ``ERROR`` event carrying
     the 410 Expired Status, as the API server does."""
     deadline = time.monotonic() + timeout_s
+    matched = set() if matched is None else matched
     for obj in initial:
         yield _line("ADDED", render(obj))
     last = since if since is not None else store.resource_version
@@ -72,12 +74,35 @@ async def watch_stream(
                 return
             event: WatchEvent = item
             last = event.resource_version
-            if keep(event.object):
-                yield _line(event.type, render(event.object))
+            kind = selected_type(event, keep, matched)
+            if kind is not None:
+                yield _line(kind, render(event.object))
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
+
+
+def _key(obj: Obj) -> tuple[str, str]:
+    meta = obj.get("metadata", {})
+    return str(meta.get("namespace", "")), str(meta.get("name", ""))
+
+
+def selected_type(
+    event: WatchEvent, keep: Callable[[Obj], bool], matched: set[tuple[str, str]]
+) -> str | None:
+    """The event a selector-filtered watch sends, as the API server does: an object that
+    starts matching is ADDED, one that stops matching is DELETED; ``matched`` is updated."""
+    key, now = _key(event.object), keep(event.object)
+    was = key in matched
+    if event.type == "DELETED":
+        matched.discard(key)
+        return "DELETED" if was or now else None
+    if now:
+        matched.add(key)
+        return "MODIFIED" if was and event.type == "MODIFIED" else "ADDED"
+    matched.discard(key)
+    return "DELETED" if was else None
 
 
 def bookmark(kind: str, api_version: str) -> Callable[[int], Any]:
