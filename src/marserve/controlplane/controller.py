@@ -7,6 +7,7 @@ import base64
 import contextlib
 import os
 import socket
+import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,13 @@ async def run_controller(
     stable_token(config)
     store = Store(config.db_path)
     seed(store, config)
-    write_kubeconfig(config)
+    kube = write_kubeconfig(config)
+    print(
+        f"marserve controller: API on https://{config.host}:{config.port}, "
+        f"export KUBECONFIG={kube}",
+        file=sys.stderr,
+        flush=True,
+    )
     app = build_app(store, config)
     cert, key = ensure_identity(config.home)
     server = uvicorn.Server(
