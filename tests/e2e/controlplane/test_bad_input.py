@@ -246,6 +246,21 @@ def test_dry_run_and_warnings(api: httpx.Client) -> None:
     dry = api.post(f"{BASE}?dryRun=All", json=isvc("dry"))
     assert dry.status_code == 201 and dry.json()["metadata"]["name"] == "dry"
     assert api.get(f"{BASE}/dry").status_code == 404
+    exists = api.post(f"{BASE}?dryRun=All", json=isvc("keep"))
+    assert exists.status_code == 409 and exists.json()["reason"] == "AlreadyExists"
+    before = api.get(f"{BASE}/keep").json()
+    patch = orjson.dumps({"spec": {"predictor": {"minReplicas": 4}}})
+    dry_patch = api.patch(
+        f"{BASE}/keep?dryRun=All",
+        content=patch,
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert (
+        dry_patch.status_code == 200 and dry_patch.json()["spec"]["predictor"]["minReplicas"] == 4
+    )
+    assert api.get(f"{BASE}/keep").json() == before
+    assert api.delete(f"{BASE}/keep?dryRun=All").status_code == 200
+    assert api.get(f"{BASE}/keep").status_code == 200
     obj = isvc("warned")
     obj["spec"]["predictor"]["model"]["storageUrl"] = "s3://typo"
     warned = api.post(f"{BASE}?fieldValidation=Warn", json=obj)

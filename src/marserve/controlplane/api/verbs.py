@@ -10,6 +10,7 @@ from typing import Any
 
 from marserve.controlplane.admission import default_isvc, validate_isvc
 from marserve.controlplane.errors import (
+    AlreadyExists,
     BadRequest,
     Forbidden,
     Invalid,
@@ -166,12 +167,13 @@ class Verbs:
         else:
             obj["metadata"]["managedFields"] = applied
         if dry:
+            name = obj["metadata"]["name"]
             try:
-                self.store.get(res.key, ns, obj["metadata"]["name"])
+                self.store.get(res.key, ns, name)
             except NotFound:
                 obj["metadata"].update(creationTimestamp=now(), generation=1)
                 return obj, warnings
-            self.store.create(res.key, obj)  # raises AlreadyExists
+            raise AlreadyExists(f'{res.key} "{name}" already exists')
         return self.store.create(res.key, obj), warnings
 
     def replace(
