@@ -215,6 +215,7 @@ def test_paths_selectors_and_auth(api: httpx.Client, controller: Controller) -> 
         == 405
     )
     assert api.delete("/api/v1/namespaces/default").status_code == 403
+    assert api.post("/version", json={}).json()["reason"] == "MethodNotAllowed"
     anonymous = httpx.get(f"{controller.server}{BASE}", verify=controller.ca)
     assert anonymous.status_code == 401
     missing_ns = api.post(BASE.replace("default", "ghost"), json=isvc("x"))

@@ -335,6 +335,10 @@ def build_app(
             return _json(ApiError(f"internal error: {type(exc).__name__}").status(), 500)
         return response
 
+    async def not_allowed(request: Request, exc: Exception) -> Response:
+        err = MethodNotAllowed("the server does not allow this method on the requested resource")
+        return _json(err.status(), 405)
+
     async def not_found(request: Request, exc: Exception) -> Response:
         return _json(NotFound("the server could not find the requested resource").status(), 404)
 
@@ -357,5 +361,5 @@ def build_app(
     return Starlette(
         routes=routes,
         middleware=[Middleware(BaseHTTPMiddleware, dispatch=guard)],
-        exception_handlers={404: not_found, 405: not_found},
+        exception_handlers={404: not_found, 405: not_allowed},
     )
