@@ -45,6 +45,7 @@ async def watch_stream(
     bookmark_obj: Callable[[int], Obj],
     initial_end: bool = False,
     matched: set[tuple[str, str]] | None = None,
+    bookmark_s: float = BOOKMARK_S,
 ) -> AsyncIterator[bytes]:
     """Events after ``since`` (``initial`` objects as ADDED first when listing from 0).
 
@@ -64,7 +65,7 @@ async def watch_stream(
     try:
         while (left := deadline - time.monotonic()) > 0:
             try:
-                item = await asyncio.wait_for(queue.get(), min(left, BOOKMARK_S))
+                item = await asyncio.wait_for(queue.get(), min(left, bookmark_s))
             except TimeoutError:
                 if bookmarks and deadline - time.monotonic() > 0:
                     yield _line("BOOKMARK", bookmark_obj(max(last, store.resource_version)))
