@@ -23,6 +23,11 @@ COMMANDS = {
     "serve": "marserve.cli.serve:serve",
     "stop": "marserve.cli.serve:stop",
     "storage": "marserve.cli.storage:storage",
+    "apply": "marserve.cli.kube:apply",
+    "get": "marserve.cli.kube:get",
+    "describe": "marserve.cli.kube:describe",
+    "delete": "marserve.cli.kube:delete",
+    "logs": "marserve.cli.kube:logs",
 }
 
 

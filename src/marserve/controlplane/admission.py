@@ -74,7 +74,13 @@ def _normalise_predictor(pred: Obj) -> None:
 def validate_isvc(obj: Obj, old: Obj | None = None) -> None:
     """Raise :class:`Invalid` naming the field and KServe's message of the first broken rule."""
     name = obj.get("metadata", {}).get("name", "")
-    if not isinstance(name, str) or not NAME_RE.match(name) or len(name) > 63:
+    if isinstance(name, str) and len(name) > 63:
+        raise Invalid(
+            f'The InferenceService "{name}" is invalid: metadata.name: Invalid value: "{name}": '
+            "must be no more than 63 characters",
+            field="metadata.name",
+        )
+    if not isinstance(name, str) or not NAME_RE.match(name):
         raise Invalid(
             f'The InferenceService "{name}" is invalid: a InferenceService name must consist of '
             "lower case alphanumeric characters or '-', and must start with alphabetical "

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 import socket
+import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from marserve.controlplane.api.app import build_app
 from marserve.controlplane.config import ControllerConfig
 from marserve.controlplane.seed import seed
 from marserve.controlplane.store import Store
+from marserve.controlplane.tls import ensure_identity
 
 Operator = Callable[[Store, ControllerConfig], Coroutine[Any, Any, None]]
 """A background task (reconciler, gateway, autoscaler): runs until cancelled at shutdown."""
@@ -29,13 +32,16 @@ def free_port(host: str) -> int:
 
 
 def kubeconfig(config: ControllerConfig) -> str:
-    """A kubeconfig with context ``marserve`` pointing at the API with the bearer token."""
+    """A kubeconfig with context ``marserve``: the HTTPS API, its certificate, the token."""
+    cert, _ = ensure_identity(config.home)
+    cluster = {
+        "server": f"https://{config.host}:{config.port}",
+        "certificate-authority-data": base64.b64encode(cert.read_bytes()).decode(),
+    }
     doc = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [
-            {"name": "marserve", "cluster": {"server": f"http://{config.host}:{config.port}"}}
-        ],
+        "clusters": [{"name": "marserve", "cluster": cluster}],
         "users": [{"name": "marserve", "user": {"token": config.token}}],
         "contexts": [
             {
@@ -57,6 +63,17 @@ def write_kubeconfig(config: ControllerConfig) -> Path:
     return path
 
 
+def stable_token(config: ControllerConfig) -> None:
+    """Keep one bearer token under ``home`` (0600), so a kubeconfig survives restarts."""
+    path = config.home / "token"
+    if path.is_file() and path.read_text().strip():
+        config.token = path.read_text().strip()
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(config.token)
+
+
 def resolve_ports(config: ControllerConfig) -> None:
     """Replace ``0`` ports with free ones, so kubeconfig and Service say the real ones."""
     if config.port == 0:
@@ -71,12 +88,29 @@ async def run_controller(
     """Serve the API and run every operator until the server stops (signal or ``stop``)."""
     config.home.mkdir(parents=True, exist_ok=True)
     resolve_ports(config)
+    stable_token(config)
     store = Store(config.db_path)
     seed(store, config)
-    write_kubeconfig(config)
+    kube = write_kubeconfig(config)
+    print(
+        f"marserve controller: API on https://{config.host}:{config.port}, "
+        f"export KUBECONFIG={kube}",
+        file=sys.stderr,
+        flush=True,
+    )
     app = build_app(store, config)
+    cert, key = ensure_identity(config.home)
     server = uvicorn.Server(
-        uvicorn.Config(app, host=config.host, port=config.port, log_level="warning", lifespan="off")
+        uvicorn.Config(
+            app,
+            host=config.host,
+            port=config.port,
+            log_level="warning",
+            lifespan="off",
+            timeout_graceful_shutdown=2,
+            ssl_certfile=str(cert),
+            ssl_keyfile=str(key),
+        )
     )
     tasks: list[asyncio.Task[None]] = [asyncio.create_task(op(store, config)) for op in operators]
     if stop is not None:

@@ -15,6 +15,8 @@ class ApiError(Exception):
         super().__init__(message)
         self.message = message
         self.field = field
+        self.causes: list[dict[str, str]] = []
+        self.details: dict[str, str] = {}
 
     def status(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -26,8 +28,11 @@ class ApiError(Exception):
             "reason": self.reason,
             "code": self.code,
         }
-        if self.field is not None:
-            body["details"] = {"causes": [{"field": self.field, "message": self.message}]}
+        causes = list(self.causes)
+        if self.field is not None and not causes:
+            causes = [{"reason": "FieldValueInvalid", "field": self.field, "message": self.message}]
+        if causes or self.details:
+            body["details"] = {**self.details, "causes": causes}
         return body
 
 
@@ -59,3 +64,33 @@ class Gone(ApiError):
 class Invalid(ApiError):
     reason = "Invalid"
     code = 422
+
+
+class Unauthorized(ApiError):
+    reason = "Unauthorized"
+    code = 401
+
+
+class Forbidden(ApiError):
+    reason = "Forbidden"
+    code = 403
+
+
+class MethodNotAllowed(ApiError):
+    reason = "MethodNotAllowed"
+    code = 405
+
+
+class NotAcceptable(ApiError):
+    reason = "NotAcceptable"
+    code = 406
+
+
+class TooLarge(ApiError):
+    reason = "RequestEntityTooLarge"
+    code = 413
+
+
+class UnsupportedMediaType(ApiError):
+    reason = "UnsupportedMediaType"
+    code = 415

@@ -112,6 +112,12 @@ class Store:
         objs = [orjson.loads(r[0]) for r in rows]
         return [o for o in objs if matches_labels(o, labels)], rv
 
+    def count(self, resource: str, namespace: str) -> int:
+        row = self._db.execute(
+            "SELECT COUNT(*) FROM objects WHERE resource=? AND namespace=?", (resource, namespace)
+        ).fetchone()
+        return int(row[0])
+
     def create(self, resource: str, obj: Obj) -> Obj:
         obj = copy.deepcopy(obj)
         meta = obj.setdefault("metadata", {})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from pathlib import Path
 
 import httpx
@@ -37,7 +38,8 @@ def test_controller_serves_api_and_runs_operators(tmp_path: Path) -> None:
         assert oct(kube.stat().st_mode & 0o777) == "0o600"
         server = yaml.safe_load(kube.read_text())["clusters"][0]["cluster"]["server"]
         headers = {"Authorization": f"Bearer {config.token}"}
-        async with httpx.AsyncClient(base_url=server, headers=headers, timeout=5) as c:
+        ca = ssl.create_default_context(cafile=str(tmp_path / "apiserver.crt"))
+        async with httpx.AsyncClient(base_url=server, headers=headers, timeout=5, verify=ca) as c:
             for _ in range(200):
                 try:
                     if (await c.get("/version")).status_code == 200:
