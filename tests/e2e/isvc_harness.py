@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import threading
@@ -74,9 +75,7 @@ class Controller:
         self.thread.start()
         kubeconfig = wait_for(lambda: _read(self.home / "kubeconfig"), "kubeconfig")
         doc = yaml.safe_load(kubeconfig)
-        server = doc["clusters"][0]["cluster"]["server"]
-        token = doc["users"][0]["user"]["token"]
-        self.api = httpx.Client(base_url=server, headers={"Authorization": f"Bearer {token}"})
+        self.api = api_client(self.home, doc)
         wait_for(lambda: _ok(self.api, "/version"), "the API")
 
     def stop(self) -> None:
@@ -115,6 +114,15 @@ class Controller:
             return obj if condition(obj, "Ready").get("status") == status else None
 
         return wait_for(check, f"{name} Ready={status}")
+
+
+def api_client(home: Path, kubeconfig: dict[str, Any]) -> httpx.Client:
+    """httpx on the kubeconfig's HTTPS server, trusting the controller's own certificate."""
+    return httpx.Client(
+        base_url=kubeconfig["clusters"][0]["cluster"]["server"],
+        headers={"Authorization": f"Bearer {kubeconfig['users'][0]['user']['token']}"},
+        verify=ssl.create_default_context(cafile=str(home / "apiserver.crt")),
+    )
 
 
 def _read(path: Path) -> str | None:
@@ -204,9 +212,6 @@ def start_cli_controller(home: Path, log: Path) -> tuple[subprocess.Popen[bytes]
     with log.open("ab") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
     doc = yaml.safe_load(wait_for(lambda: _read(home / "kubeconfig"), "kubeconfig"))
-    api = httpx.Client(
-        base_url=doc["clusters"][0]["cluster"]["server"],
-        headers={"Authorization": f"Bearer {doc['users'][0]['user']['token']}"},
-    )
+    api = api_client(home, doc)
     wait_for(lambda: _ok(api, "/version"), "the API")
     return process, api
