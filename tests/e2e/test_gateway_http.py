@@ -322,3 +322,27 @@ def test_a_held_request_is_answered_once_a_replica_is_ready(upstreams: list[Upst
         assert result[0].status_code == 200 and result[0].json()["replica"] == "b"
     finally:
         thread.close()
+
+
+def test_stalled_upload_is_408_and_counted(gw: GatewayThread, upstreams: list[Upstream]) -> None:
+    limits = Limits(body_timeout_s=1.0)
+    thread = GatewayThread(GatewaySettings(limits=limits))
+    try:
+        thread.update(
+            [service("echo", [("echo-predictor-00001", 100, [upstreams[0].endpoint], None)])]
+        )
+        with socket.create_connection(("127.0.0.1", thread.gateway.port), timeout=10) as sock:
+            sock.sendall(
+                b"POST /echo HTTP/1.1\r\nHost: " + HOST.encode() + b"\r\n"
+                b"Content-Length: 1000000\r\n\r\n" + b"x" * 100000
+            )
+            answer = sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 408 "), answer
+        assert b"request body not received in time" in answer
+        deadline = time.monotonic() + 10
+        while thread.gateway.stats()[("default", "echo-predictor-00001")].in_flight:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert 'code="408"' in httpx.get(f"{thread.url}/metrics").text
+    finally:
+        thread.close()

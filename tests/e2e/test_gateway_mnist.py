@@ -171,3 +171,31 @@ def test_grpc_unknown_authority_is_unimplemented_with_a_message(gw: GatewayThrea
         client.close()
     assert "StatusCode.UNIMPLEMENTED" in str(caught.value.status())
     assert "nope.default.example.com" in str(caught.value.message())
+
+
+def test_grpc_message_larger_than_the_flow_control_windows(
+    triton: tc.InferenceServerClient,
+) -> None:
+    document = json.loads((REQUESTS / "v2" / "mnist_v2_tensor.json").read_text())
+    image = np.asarray(document["inputs"][0]["data"], dtype=np.float32).reshape(1, 28, 28)
+    batch = np.repeat(image, 1500, axis=0)  # 4.7 MB: more than one 4 MiB window, in both hops
+    tensor = tc.InferInput("input-0", list(batch.shape), "FP32")
+    tensor.set_data_from_numpy(batch)
+    with pytest.raises(tc.InferenceServerException) as caught:
+        triton.infer("mnist", [tensor], client_timeout=120)
+    # the replica parsed the whole message (the model takes one image per row), and its
+    # trailers-only error came back through the gateway intact
+    assert str(caught.value.status()) == "StatusCode.INVALID_ARGUMENT"
+    assert "got [1500, 28, 28]" in str(caught.value.message())
+
+
+def test_grpc_many_concurrent_calls_multiplex(triton: tc.InferenceServerClient) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(digit: int) -> int:
+        tensor = tc.InferInput("input-0", [1], "BYTES")
+        tensor.set_data_from_numpy(np.array([png(digit)], dtype=np.object_))
+        return int(triton.infer("mnist", [tensor]).as_numpy("predict")[0])
+
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(one, [d % 10 for d in range(40)])) == [d % 10 for d in range(40)]

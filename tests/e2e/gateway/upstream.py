@@ -20,6 +20,7 @@ BLOCK = 64 * 1024
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go in two writes
 
     def log_message(self, format: str, *args: object) -> None:
         return

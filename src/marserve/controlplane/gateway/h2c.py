@@ -64,8 +64,8 @@ class Upstream:
             if isinstance(event, h2.events.DataReceived):
                 self.side.ack(stream_id, event.flow_controlled_length)
             return
-        if isinstance(event, h2.events.ResponseReceived):
-            pipe.down.put_nowait(("headers", event.headers, 0))
+        if isinstance(event, h2.events.ResponseReceived):  # trailers-only when it ends the stream
+            pipe.down.put_nowait(("headers", event.headers, int(event.stream_ended is not None)))
         elif isinstance(event, h2.events.DataReceived):
             pipe.down.put_nowait(("data", event.data, event.flow_controlled_length))
         elif isinstance(event, h2.events.TrailersReceived):
@@ -165,10 +165,13 @@ class Pipe:
             if kind == "headers":
                 assert isinstance(value, list)
                 status = int(dict(value).get(b":status", b"502"))
+                ended = bool(length)
                 self.client.send_headers(
-                    self.stream_id, [(k, v) for k, v in value if k not in HOP], end=False
+                    self.stream_id, [(k, v) for k, v in value if k not in HOP], end=ended
                 )
                 self.answered = True
+                if ended:
+                    return status
             elif kind == "data":
                 assert isinstance(value, bytes)
                 await self.client.send_data(self.stream_id, value)

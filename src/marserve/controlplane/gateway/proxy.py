@@ -15,6 +15,7 @@ from marserve.controlplane.gateway.pool import Pool, Upstream
 from marserve.controlplane.gateway.router import Lease, Router
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+CLIENT_CLOSED = 499  # counted as nginx does: the client left before its answer
 _CONNECTION_ERRORS = (ConnectionError, asyncio.IncompleteReadError, OSError)
 
 
@@ -34,6 +35,10 @@ OwnHandler = Callable[[str, bytes, bytes], tuple[int, bytes, bytes] | None]
 
 class _Stale(Exception):
     """A reused keep-alive connection was closed by the replica before it answered."""
+
+
+class ClientGone(Exception):
+    """The client closed its connection in the middle of its request body."""
 
 
 class Http1Proxy:
@@ -120,7 +125,11 @@ class Http1Proxy:
                     400, f"service {resolved.service.name} speaks gRPC: send HTTP/2 (h2c)"
                 )
             async with self.router.admit(resolved) as lease:
-                return await self.forward(reader, writer, head, lease, peer, host, close)
+                try:
+                    return await self.forward(reader, writer, head, lease, peer, host, close)
+                except ClientGone:
+                    lease.code = CLIENT_CLOSED
+                    return False
         except Rejected as rejected:
             extra: tuple[bytes, ...] = ()
             if rejected.status == 401:
@@ -155,26 +164,38 @@ class Http1Proxy:
             lines.append(b"Transfer-Encoding: chunked\r\n")
         return b"".join((method, b" ", target, b" HTTP/1.1\r\n", *lines, b"\r\n"))
 
+    async def _upload(
+        self, reader: asyncio.StreamReader, up: Upstream, request: bytes, head: Head
+    ) -> None:
+        """Stream a large or chunked request body; the client's faults are told apart."""
+        timeout = self.limits.body_timeout_s
+        up.writer.write(request)
+        try:
+            if head.chunked:
+                await http1.copy_chunked(reader, up.writer, timeout)
+            elif head.content_length:
+                await http1.copy_exact(reader, up.writer, head.content_length, timeout)
+        except TimeoutError:
+            raise Rejected(408, "request body not received in time") from None
+        except asyncio.LimitOverrunError:
+            raise Rejected(400, "chunk size line too long") from None
+        except asyncio.IncompleteReadError:
+            raise ClientGone from None
+
     async def _send(
         self,
         reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
         up: Upstream,
         request: bytes,
         head: Head,
         body: bytes | None,
     ) -> bytes:
-        """Send the request (streaming a large body) and return the replica's response head."""
-        timeout = self.limits.body_timeout_s
+        """Send the request and return the replica's response head."""
         try:
             if body is not None:
                 up.writer.write(request + body)
             else:
-                up.writer.write(request)
-                if head.chunked:
-                    await http1.copy_chunked(reader, up.writer, timeout)
-                elif head.content_length:
-                    await http1.copy_exact(reader, up.writer, head.content_length, timeout)
+                await self._upload(reader, up, request, head)
             return await asyncio.wait_for(
                 up.reader.readuntil(b"\r\n\r\n"), self.limits.response_timeout_s
             )
@@ -208,16 +229,21 @@ class Http1Proxy:
                 )
             except TimeoutError:
                 raise Rejected(408, "request body not received in time") from None
+            except asyncio.IncompleteReadError:
+                raise ClientGone from None
         for _attempt in range(2):
             try:
                 up = await self.pool.get(endpoint)
             except (OSError, TimeoutError) as error:
                 raise Rejected(502, f"replica {where} is unreachable: {error}") from None
             try:
-                return up, await self._send(reader, writer, up, request, head, body)
+                return up, await self._send(reader, up, request, head, body)
             except _Stale:
                 up.close()
                 continue
+            except (Rejected, ClientGone):
+                up.close()
+                raise
             except TimeoutError:
                 up.close()
                 raise Rejected(504, f"replica {where} did not answer in time") from None
