@@ -14,6 +14,7 @@ import h2.events
 from marserve.controlplane.errors import Rejected
 from marserve.controlplane.gateway.h2side import H2Side
 from marserve.controlplane.gateway.router import Router
+from marserve.controlplane.gateway.timeouts import within
 
 if TYPE_CHECKING:
     from marserve.controlplane.gateway.proxy import Limits, OwnHandler
@@ -39,7 +40,7 @@ class Upstream:
 
     @classmethod
     async def connect(cls, host: str, port: int, timeout_s: float) -> Upstream:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+        reader, writer = await within(asyncio.open_connection(host, port), timeout_s)
         side = H2Side(reader, writer, client_side=True)
         side.start()
         return cls(side)

@@ -11,6 +11,8 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
+from marserve.controlplane.gateway.timeouts import within
+
 WINDOW = 4 * 1024 * 1024  # per stream and per connection: room for large tensors without stalls
 READ_SIZE = 256 * 1024
 Dispatch = Callable[[h2.events.Event], None]
@@ -50,7 +52,7 @@ class H2Side:
         """Read frames until EOF, a protocol error or ``idle_s()`` seconds of silence."""
         try:
             while not self.closed:
-                data = await asyncio.wait_for(self.reader.read(READ_SIZE), idle_s())
+                data = await within(self.reader.read(READ_SIZE), idle_s())
                 if not data:
                     break
                 try:

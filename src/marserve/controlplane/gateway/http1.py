@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 
 from marserve.controlplane.errors import Rejected
+from marserve.controlplane.gateway.timeouts import within
 
 CHUNK = 64 * 1024
 HOP_BY_HOP = frozenset(
@@ -142,7 +143,7 @@ async def copy_exact(
 ) -> None:
     """Relay exactly ``n`` body bytes, chunk by chunk, each read bounded by ``timeout_s``."""
     while n > 0:
-        data = await asyncio.wait_for(reader.read(min(n, CHUNK)), timeout_s)
+        data = await within(reader.read(min(n, CHUNK)), timeout_s)
         if not data:
             raise asyncio.IncompleteReadError(b"", n)
         n -= len(data)
@@ -158,7 +159,7 @@ async def copy_chunked(
 ) -> None:
     """Relay a chunked body as it is framed (sizes, extensions, trailers), up to its last chunk."""
     while True:
-        line = await asyncio.wait_for(reader.readuntil(b"\r\n"), timeout_s)
+        line = await within(reader.readuntil(b"\r\n"), timeout_s)
         if len(line) > max_line:
             raise Rejected(400, "chunk size line too long")
         size_text = line[:-2].split(b";", 1)[0].strip()
@@ -171,7 +172,7 @@ async def copy_chunked(
             break
         await copy_exact(reader, writer, size + 2, timeout_s)
     while True:  # trailers, then the empty line
-        line = await asyncio.wait_for(reader.readuntil(b"\r\n"), timeout_s)
+        line = await within(reader.readuntil(b"\r\n"), timeout_s)
         writer.write(line)
         if line == b"\r\n":
             break
@@ -182,6 +183,6 @@ async def copy_until_eof(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout_s: float
 ) -> None:
     """Relay a body delimited by the connection's end (an HTTP/1.0-style response)."""
-    while data := await asyncio.wait_for(reader.read(CHUNK), timeout_s):
+    while data := await within(reader.read(CHUNK), timeout_s):
         writer.write(data)
         await writer.drain()

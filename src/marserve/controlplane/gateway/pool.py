@@ -6,6 +6,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 
+from marserve.controlplane.gateway.timeouts import within
 from marserve.controlplane.routing import Endpoint
 
 IDLE_S = 20.0  # below the replicas' keep-alive (30 s), so the gateway closes first
@@ -50,7 +51,7 @@ class Pool:
                 conn.reused = True
                 return conn
             conn.close()
-        reader, writer = await asyncio.wait_for(
+        reader, writer = await within(
             asyncio.open_connection(key[0], key[1], limit=STREAM_LIMIT), self.connect_timeout_s
         )
         return Upstream(reader, writer)

@@ -13,6 +13,7 @@ from marserve.controlplane.gateway.hosts import normalize_host
 from marserve.controlplane.gateway.http1 import CHUNK, Head
 from marserve.controlplane.gateway.pool import Pool, Upstream
 from marserve.controlplane.gateway.router import Lease, Router
+from marserve.controlplane.gateway.timeouts import within
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 CLIENT_CLOSED = 499  # counted as nginx does: the client left before its answer
@@ -59,9 +60,7 @@ class Http1Proxy:
     ) -> bytes | None:
         """The next request head, or None when the client is gone or was answered with an error."""
         try:
-            return await asyncio.wait_for(
-                reader.readuntil(b"\r\n\r\n"), self.limits.header_timeout_s
-            )
+            return await within(reader.readuntil(b"\r\n\r\n"), self.limits.header_timeout_s)
         except asyncio.IncompleteReadError as error:
             if error.partial.strip():
                 writer.write(http1.error_response(400, "incomplete request head", close=True))
@@ -196,9 +195,7 @@ class Http1Proxy:
                 up.writer.write(request + body)
             else:
                 await self._upload(reader, up, request, head)
-            return await asyncio.wait_for(
-                up.reader.readuntil(b"\r\n\r\n"), self.limits.response_timeout_s
-            )
+            return await within(up.reader.readuntil(b"\r\n\r\n"), self.limits.response_timeout_s)
         except asyncio.IncompleteReadError as error:
             if up.reused and body is not None and not error.partial:
                 raise _Stale from None
@@ -224,9 +221,7 @@ class Http1Proxy:
         if not head.chunked and (head.content_length or 0) <= CHUNK:
             length = head.content_length or 0
             try:
-                body = await asyncio.wait_for(
-                    reader.readexactly(length), self.limits.body_timeout_s
-                )
+                body = await within(reader.readexactly(length), self.limits.body_timeout_s)
             except TimeoutError:
                 raise Rejected(408, "request body not received in time") from None
             except asyncio.IncompleteReadError:
@@ -312,7 +307,7 @@ class Http1Proxy:
         if no_body or length == 0:
             writer.write(out)
         elif length is not None and length <= CHUNK:
-            writer.write(out + await asyncio.wait_for(up.reader.readexactly(length), timeout))
+            writer.write(out + await within(up.reader.readexactly(length), timeout))
         else:
             writer.write(out)
             if response.chunked:

@@ -21,6 +21,7 @@ from marserve.controlplane.gateway.metrics import GatewayMetrics, RevisionStats
 from marserve.controlplane.gateway.pool import Pool
 from marserve.controlplane.gateway.proxy import Http1Proxy, Limits
 from marserve.controlplane.gateway.router import Router
+from marserve.controlplane.gateway.timeouts import within
 from marserve.controlplane.routing import ServiceRoute
 
 if TYPE_CHECKING:
@@ -152,7 +153,7 @@ class Gateway:
             await writer.drain()
             return
         if raw == PREFACE_HEAD:
-            tail = await asyncio.wait_for(
+            tail = await within(
                 reader.readexactly(len(PREFACE_TAIL)), self.settings.limits.header_timeout_s
             )
             if tail != PREFACE_TAIL:
