@@ -346,3 +346,40 @@ def test_stalled_upload_is_408_and_counted(gw: GatewayThread, upstreams: list[Up
         assert 'code="408"' in httpx.get(f"{thread.url}/metrics").text
     finally:
         thread.close()
+
+
+@pytest.fixture
+def h2(gw: GatewayThread, upstreams: list[Upstream]) -> Iterator[httpx.Client]:
+    gw.update([service("echo", [("echo-predictor-00001", 100, [upstreams[0].endpoint], None)])])
+    with httpx.Client(base_url=gw.url, http1=False, http2=True, timeout=30) as opened:
+        yield opened
+
+
+def test_h2c_request_to_a_rest_service_is_bridged_to_http1(h2: httpx.Client) -> None:
+    response = h2.post("/echo", content=b"hello", headers={"Host": HOST})
+    assert response.http_version == "HTTP/2"
+    assert response.status_code == 200 and response.json()["length"] == 5
+    got = {k.lower(): v for k, v in response.json()["headers"]}
+    assert got["host"] == HOST and got["x-forwarded-for"] == "127.0.0.1"
+
+
+def test_h2c_streams_large_bodies_both_ways(h2: httpx.Client) -> None:
+    block = bytes(range(256)) * 4096
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(12):
+            yield block
+
+    up = h2.post("/echo", content=chunks(), headers={"Host": HOST})
+    assert up.json()["length"] == len(block) * 12
+    assert up.json()["sha256"] == hashlib.sha256(block * 12).hexdigest()
+    size = 16 * 1024 * 1024
+    with h2.stream("GET", f"/blob?n={size}", headers={"Host": HOST}) as response:
+        received = sum(len(part) for part in response.iter_raw())
+    assert response.http_version == "HTTP/2" and received == size
+
+
+def test_h2c_unknown_host_and_own_metrics(h2: httpx.Client) -> None:
+    missing = h2.get("/x", headers={"Host": "nope.default.example.com"})
+    assert missing.status_code == 404 and "nope.default.example.com" in missing.json()["error"]
+    assert "marserve_gateway_requests_total" in h2.get("/metrics").text

@@ -88,6 +88,12 @@ def test_seeds_v1_explain_with_curl(gw: GatewayThread) -> None:
     assert np.asarray(explanation).shape == (1, 28, 28)
 
 
+def test_v1_predict_over_h2c_with_curl(gw: GatewayThread) -> None:
+    sample = f"@{REQUESTS / 'v1' / 'mnist.json'}"
+    out = curl(gw, "/v1/models/mnist:predict", "--http2-prior-knowledge", "-d", sample)
+    assert json.loads(out) == {"predictions": [2]}
+
+
 def test_torchserve_predictions_png_with_curl(gw: GatewayThread) -> None:
     out = curl(gw, "/predictions/mnist", "-T", str(EXAMPLE / "test_data" / "0.png"))
     assert json.loads(out) == 0

@@ -1,4 +1,4 @@
-"""The h2c side (HTTP/2, prior knowledge): gRPC streams routed by :authority to replicas."""
+"""The h2c side (HTTP/2, prior knowledge): gRPC to replica gRPC ports, REST bridged to HTTP/1.1."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from urllib.parse import quote
 import h2.events
 
 from marserve.controlplane.errors import Rejected
+from marserve.controlplane.gateway import bridge
 from marserve.controlplane.gateway.h2side import H2Side
+from marserve.controlplane.gateway.pool import Pool
 from marserve.controlplane.gateway.router import Router
 from marserve.controlplane.gateway.timeouts import within
 
@@ -118,7 +120,9 @@ class Pipe:
             self._own(authority, fields)
             return
         if resolved.service.protocol != "grpc":
-            raise Rejected(400, f"service {resolved.service.name} is served over HTTP/1.1 only")
+            async with self.proxy.router.admit(resolved) as lease:
+                lease.code = await bridge.relay(self, lease.endpoint, headers)
+            return
         async with self.proxy.router.admit(resolved) as lease:
             endpoint = lease.endpoint
             if endpoint.grpc_port is None:
@@ -231,8 +235,11 @@ class Pipe:
 class H2Proxy:
     """Serves h2c connections; pools one multiplexed connection per replica gRPC port."""
 
-    def __init__(self, router: Router, token: str | None, limits: Limits, own: OwnHandler) -> None:
+    def __init__(
+        self, router: Router, pool: Pool, token: str | None, limits: Limits, own: OwnHandler
+    ) -> None:
         self.router = router
+        self.pool = pool
         self.token = token.encode() if token else None
         self.limits = limits
         self.own = own

@@ -72,7 +72,7 @@ class Gateway:
         self.pool = Pool(self.settings.connect_timeout_s)
         limits = self.settings.limits
         self.http1 = Http1Proxy(self.router, self.pool, limits, self.settings.token, self._own)
-        self.h2 = H2Proxy(self.router, self.settings.token, limits, self._own)
+        self.h2 = H2Proxy(self.router, self.pool, self.settings.token, limits, self._own)
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self.host = ""
