@@ -383,3 +383,23 @@ def test_h2c_unknown_host_and_own_metrics(h2: httpx.Client) -> None:
     missing = h2.get("/x", headers={"Host": "nope.default.example.com"})
     assert missing.status_code == 404 and "nope.default.example.com" in missing.json()["error"]
     assert "marserve_gateway_requests_total" in h2.get("/metrics").text
+
+
+def test_connections_beyond_the_cap_are_503_and_the_rest_still_served() -> None:
+    thread = GatewayThread(GatewaySettings(max_connections=2, limits=Limits(header_timeout_s=5)))
+    try:
+        held = [socket.create_connection(("127.0.0.1", thread.gateway.port)) for _ in range(2)]
+        deadline = time.monotonic() + 10
+        while thread.gateway.open_connections < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        extra = raw(thread, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert extra.startswith(b"HTTP/1.1 503 ") and b"too many connections" in extra
+        for sock in held:
+            sock.close()
+        while thread.gateway.open_connections >= 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert httpx.get(f"{thread.url}/healthz").status_code == 200
+    finally:
+        thread.close()

@@ -147,3 +147,35 @@ def test_parse_rejects_bad_heads(raw: bytes, status: int, message: str) -> None:
     with pytest.raises(Rejected) as caught:
         parse_head(raw, request=True)
     assert caught.value.status == status and message in caught.value.message
+
+
+def test_container_concurrency_queues_then_refuses_per_replica() -> None:
+    async def scenario() -> None:
+        router = Router(GatewayMetrics(), random.Random(1).random)
+        revision = RevisionRoute("cc-predictor-00001", 100, (A,), None, container_concurrency=1)
+        router.update([ServiceRoute("ns", "cc", "example.com", (revision,))])
+        resolved = router.resolve("cc.ns.example.com")
+        assert resolved is not None
+        gate = asyncio.Event()
+        order: list[int] = []
+
+        async def one(i: int) -> None:
+            async with router.admit(resolved) as lease:
+                order.append(i)
+                lease.code = 200
+                await gate.wait()
+
+        tasks = [asyncio.create_task(one(i)) for i in range(11)]  # 1 running + 10 queued (10x CC)
+        await asyncio.sleep(0.05)
+        assert order == [0]
+        with pytest.raises(Rejected) as caught:
+            async with router.admit(resolved):
+                pass
+        assert (caught.value.status, caught.value.message) == (503, "pending request queue full")
+        gate.set()
+        await asyncio.gather(*tasks)
+        assert sorted(order) == list(range(11))
+        stats = router.metrics.stats()[("ns", "cc-predictor-00001")]
+        assert (stats.in_flight, stats.requests) == (0, 12)
+
+    asyncio.run(scenario())

@@ -42,6 +42,8 @@ class GatewaySettings:
     """How long a request waits for a revision with no ready replica before its 503 (activator)."""
     limits: Limits = field(default_factory=Limits)
     connect_timeout_s: float = 5.0
+    max_connections: int = 4096
+    """Client connections open at once; one more is answered 503 and closed."""
 
 
 def is_own_host(host: str) -> bool:
@@ -93,6 +95,11 @@ class Gateway:
             }
         )
 
+    @property
+    def open_connections(self) -> int:
+        """Client connections being served now."""
+        return len(self._connections)
+
     def stats(self) -> dict[tuple[str, str], RevisionStats]:
         """Per ``(namespace, revision)``: requests in flight now and answered so far."""
         return self.metrics.stats()
@@ -134,6 +141,12 @@ class Gateway:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        if len(self._connections) >= self.settings.max_connections:
+            message = "too many connections to the gateway; retry later"
+            extra = (b"Retry-After: 1\r\n",)
+            writer.write(http1.error_response(503, message, close=True, extra=extra))
+            writer.close()
+            return
         self._connections.add(task)
         try:
             await self._connection(reader, writer)
