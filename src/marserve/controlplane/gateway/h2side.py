@@ -15,6 +15,8 @@ from marserve.controlplane.gateway.timeouts import within
 
 WINDOW = 4 * 1024 * 1024  # per stream and per connection: room for large tensors without stalls
 READ_SIZE = 256 * 1024
+MAX_STREAMS = 1000  # concurrent streams a peer may open on one connection
+MAX_HEADER_LIST = 64 * 1024  # decoded header bytes per request, as the HTTP/1.1 side's cap
 Dispatch = Callable[[h2.events.Event], None]
 
 
@@ -35,7 +37,11 @@ class H2Side:
         """Send our preface and settings (and, server side, consume the client's ``preface``)."""
         self.conn.local_settings = h2.settings.Settings(
             client=self.conn.config.client_side,
-            initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: WINDOW},
+            initial_values={
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: WINDOW,
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST,
+            },
         )
         self.conn.initiate_connection()
         self.conn.increment_flow_control_window(WINDOW - 65535)
