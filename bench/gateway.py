@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -42,6 +43,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per load")
     p.add_argument("--concurrency", default="1,8,32", help="comma list of connection counts")
     p.add_argument("--rounds", type=int, default=1, help="direct/gateway pairs per level")
+    p.add_argument(
+        "--loop", choices=("uvloop", "asyncio"), default="uvloop", help="the gateway's event loop"
+    )
     p.add_argument("--serve-gateway", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--upstream", help=argparse.SUPPRESS)
     p.add_argument("--port-file", type=Path, help=argparse.SUPPRESS)
@@ -65,14 +69,14 @@ async def _serve_gateway(upstream: str, port_file: Path) -> None:
     await gateway.stop()
 
 
-def serve_gateway(upstream: str, port_file: Path) -> None:
-    """The gateway process: uvloop when installed, as marserve's own listeners run."""
-    try:
+def serve_gateway(upstream: str, port_file: Path, loop: str) -> None:
+    """The gateway process, on uvloop (as ``marserve serve`` runs) or asyncio's own loop."""
+    if loop == "uvloop":
         import uvloop
-    except ImportError:
-        asyncio.run(_serve_gateway(upstream, port_file))
-    else:
+
         uvloop.run(_serve_gateway(upstream, port_file))
+    else:
+        asyncio.run(_serve_gateway(upstream, port_file))
 
 
 def build_store() -> Path:
@@ -82,11 +86,13 @@ def build_store() -> Path:
     return out / "model-store"
 
 
-def start_gateway(upstream_port: int, run_dir: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start_gateway(
+    upstream_port: int, run_dir: Path, loop: str
+) -> tuple[subprocess.Popen[bytes], int]:
     port_file = run_dir / "gateway.port"
     port_file.unlink(missing_ok=True)
     command = [sys.executable, __file__, "--serve-gateway", "--upstream"]
-    command += [f"127.0.0.1:{upstream_port}", "--port-file", str(port_file)]
+    command += [f"127.0.0.1:{upstream_port}", "--port-file", str(port_file), "--loop", loop]
     log = (run_dir / "gateway.log").open("wb")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
@@ -135,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
     results: dict[str, dict[str, dict[str, float | int]]] = {}
     try:
         wait_first_prediction(replica, payload, 120)
-        gateway, gateway_port = start_gateway(ports.inference, run_dir)
+        gateway, gateway_port = start_gateway(ports.inference, run_dir, args.loop)
         direct_url = f"http://127.0.0.1:{ports.inference}/predictions/mnist"
         gateway_url = f"http://127.0.0.1:{gateway_port}/predictions/mnist"
         for c in (int(x) for x in args.concurrency.split(",")):
@@ -155,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
             gateway.send_signal(signal.SIGTERM)
             gateway.wait(30)
         replica.stop()
+    print(f"(gateway on {args.loop}; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f})")
     return report(results)
 
 
@@ -187,7 +194,7 @@ def report(results: dict[str, dict[str, dict[str, float | int]]]) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.serve_gateway:
-        serve_gateway(args.upstream, args.port_file)
+        serve_gateway(args.upstream, args.port_file, args.loop)
         return 0
     return run(args)
 
