@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: make the ``bench`` package importable
     sys.path.insert(0, str(REPO))
 
-from bench import loadgen  # noqa: E402
+from bench import grpc_load, loadgen, payloads  # noqa: E402
 from bench.marserve_server import Marserve  # noqa: E402
 from bench.payloads import Payload  # noqa: E402
 from bench.servers import free_ports, properties_text, wait_first_prediction  # noqa: E402
@@ -33,6 +33,7 @@ from bench.servers import free_ports, properties_text, wait_first_prediction  # 
 CACHE = REPO / "bench" / ".cache"
 EXAMPLE = REPO / "examples" / "mnist"
 HOST = "mnist.default.example.com"
+GRPC_HOST = "mnist-grpc.default.example.com"
 TARGET_RATIO = 0.90
 TARGET_P50_MS = 0.5
 
@@ -48,18 +49,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--serve-gateway", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--upstream", help=argparse.SUPPRESS)
+    p.add_argument("--grpc-port", type=int, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--grpc-concurrency", type=int, default=8, help="level of the gRPC row (0: no gRPC row)"
+    )
     p.add_argument("--port-file", type=Path, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
-async def _serve_gateway(upstream: str, port_file: Path) -> None:
+async def _serve_gateway(upstream: str, grpc_port: int | None, port_file: Path) -> None:
     from marserve.controlplane.gateway import Gateway
     from marserve.controlplane.routing import Endpoint, RevisionRoute, ServiceRoute
 
     host, port = upstream.rsplit(":", 1)
     gateway = Gateway()
-    revision = RevisionRoute("mnist-predictor-00001", 100, (Endpoint(host, int(port)),))
-    gateway.update([ServiceRoute("default", "mnist", "example.com", (revision,))])
+    endpoints = (Endpoint(host, int(port), grpc_port),)
+    rest = RevisionRoute("mnist-predictor-00001", 100, endpoints)
+    grpc = RevisionRoute("mnist-grpc-predictor-00001", 100, endpoints)
+    gateway.update(
+        [
+            ServiceRoute("default", "mnist", "example.com", (rest,)),
+            ServiceRoute("default", "mnist-grpc", "example.com", (grpc,), protocol="grpc"),
+        ]
+    )
     await gateway.start("127.0.0.1", 0)
     port_file.write_text(str(gateway.port))
     stop = asyncio.Event()
@@ -69,14 +81,14 @@ async def _serve_gateway(upstream: str, port_file: Path) -> None:
     await gateway.stop()
 
 
-def serve_gateway(upstream: str, port_file: Path, loop: str) -> None:
+def serve_gateway(upstream: str, grpc_port: int | None, port_file: Path, loop: str) -> None:
     """The gateway process, on uvloop (as ``marserve serve`` runs) or asyncio's own loop."""
     if loop == "uvloop":
         import uvloop
 
-        uvloop.run(_serve_gateway(upstream, port_file))
+        uvloop.run(_serve_gateway(upstream, grpc_port, port_file))
     else:
-        asyncio.run(_serve_gateway(upstream, port_file))
+        asyncio.run(_serve_gateway(upstream, grpc_port, port_file))
 
 
 def build_store() -> Path:
@@ -87,12 +99,13 @@ def build_store() -> Path:
 
 
 def start_gateway(
-    upstream_port: int, run_dir: Path, loop: str
+    upstream_port: int, grpc_port: int, run_dir: Path, loop: str
 ) -> tuple[subprocess.Popen[bytes], int]:
     port_file = run_dir / "gateway.port"
     port_file.unlink(missing_ok=True)
     command = [sys.executable, __file__, "--serve-gateway", "--upstream"]
     command += [f"127.0.0.1:{upstream_port}", "--port-file", str(port_file), "--loop", loop]
+    command += ["--grpc-port", str(grpc_port)]
     log = (run_dir / "gateway.log").open("wb")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
@@ -141,7 +154,9 @@ def run(args: argparse.Namespace) -> int:
     results: dict[str, dict[str, dict[str, float | int]]] = {}
     try:
         wait_first_prediction(replica, payload, 120)
-        gateway, gateway_port = start_gateway(ports.inference, run_dir, args.loop)
+        gateway, gateway_port = start_gateway(
+            ports.inference, ports.grpc_inference, run_dir, args.loop
+        )
         direct_url = f"http://127.0.0.1:{ports.inference}/predictions/mnist"
         gateway_url = f"http://127.0.0.1:{gateway_port}/predictions/mnist"
         for c in (int(x) for x in args.concurrency.split(",")):
@@ -156,6 +171,10 @@ def run(args: argparse.Namespace) -> int:
                         best[name] = result
             results[str(c)] = {name: row(result) for name, result in best.items()}
             print(f"c={c}: {json.dumps(results[str(c)])}", flush=True)
+        if args.grpc_concurrency:
+            key = f"grpc c={args.grpc_concurrency}"
+            results[key] = grpc_rows(ports.grpc_inference, gateway_port, run_dir, args)
+            print(f"{key}: {json.dumps(results[key])}", flush=True)
     finally:
         if gateway is not None:
             gateway.send_signal(signal.SIGTERM)
@@ -165,16 +184,43 @@ def run(args: argparse.Namespace) -> int:
     return report(results)
 
 
+def grpc_rows(
+    grpc_port: int, gateway_port: int, run_dir: Path, args: argparse.Namespace
+) -> dict[str, dict[str, float | int]]:
+    """KServe v2 ModelInfer (raw tensor) direct to the gRPC port vs through the gateway (h2c)."""
+    v2 = (EXAMPLE / "requests" / "v2" / "mnist_v2_tensor.json").read_bytes()
+    body = run_dir / "grpc-raw.bin"
+    body.write_bytes(payloads.grpc_raw_body(v2, "mnist"))
+    c = args.grpc_concurrency
+    out = {}
+    for name, target, authority in (
+        ("direct", f"127.0.0.1:{grpc_port}", None),
+        ("gateway", f"127.0.0.1:{gateway_port}", GRPC_HOST),
+    ):
+        ok, sample = grpc_load.probe(
+            target, payloads.GRPC_MODEL_INFER, body.read_bytes(), 30.0, authority
+        )
+        if not ok:
+            raise SystemExit(f"gRPC {name} probe failed: {sample}")
+        if args.warmup > 0:
+            grpc_load.run_load(target, payloads.GRPC_MODEL_INFER, body, c, args.warmup, authority)
+        result = grpc_load.run_load(
+            target, payloads.GRPC_MODEL_INFER, body, c, args.duration, authority
+        )
+        out[name] = row(result)
+    return out
+
+
 def report(results: dict[str, dict[str, dict[str, float | int]]]) -> int:
     print(
-        f"\n{'c':>3} {'direct req/s':>13} {'gateway req/s':>14} {'ratio':>6} "
+        f"\n{'c':>10} {'direct req/s':>13} {'gateway req/s':>14} {'ratio':>6} "
         f"{'p50 d/g ms':>14} {'p99 d/g ms':>15}"
     )
     for c, pair in results.items():
         d, g = pair["direct"], pair["gateway"]
         ratio = float(g["req_s"]) / float(d["req_s"]) if d["req_s"] else 0.0
         print(
-            f"{c:>3} {d['req_s']:>13} {g['req_s']:>14} {ratio:>6.3f} "
+            f"{c:>10} {d['req_s']:>13} {g['req_s']:>14} {ratio:>6.3f} "
             f"{d['p50_ms']:>6.2f}/{g['p50_ms']:<7.2f} {d['p99_ms']:>7.2f}/{g['p99_ms']:<7.2f}"
         )
     (CACHE / "gateway-results.json").write_text(json.dumps(results, indent=2))
@@ -194,7 +240,7 @@ def report(results: dict[str, dict[str, dict[str, float | int]]]) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.serve_gateway:
-        serve_gateway(args.upstream, args.port_file, args.loop)
+        serve_gateway(args.upstream, args.grpc_port, args.port_file, args.loop)
         return 0
     return run(args)
 

@@ -15,6 +15,7 @@ from marserve.controlplane.gateway.timeouts import within
 
 WINDOW = 4 * 1024 * 1024  # per stream and per connection: room for large tensors without stalls
 READ_SIZE = 256 * 1024
+DRAIN_ABOVE = 256 * 1024  # bytes buffered for the socket before a sender waits
 MAX_STREAMS = 1000  # concurrent streams a peer may open on one connection
 MAX_HEADER_LIST = 64 * 1024  # decoded header bytes per request, as the HTTP/1.1 side's cap
 Dispatch = Callable[[h2.events.Event], None]
@@ -26,12 +27,21 @@ class H2Side:
     def __init__(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, client_side: bool
     ) -> None:
-        config = h2.config.H2Configuration(client_side=client_side, header_encoding=None)
+        # Headers we send were validated when they arrived (client side) or come from a replica;
+        # checking them again on the way out only costs time on every call.
+        config = h2.config.H2Configuration(
+            client_side=client_side,
+            header_encoding=None,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+            validate_inbound_headers=not client_side,
+        )
         self.conn = h2.connection.H2Connection(config=config)
         self.reader = reader
         self.writer = writer
         self.closed = False
         self._window_waiters: dict[int, asyncio.Event] = {}
+        self._flush_scheduled = False
 
     def start(self, preface: bytes = b"") -> None:
         """Send our preface and settings (and, server side, consume the client's ``preface``)."""
@@ -50,6 +60,13 @@ class H2Side:
         self.flush()
 
     def flush(self) -> None:
+        """Write pending frames at the end of this loop turn: one send for all streams' frames."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush_now)
+
+    def flush_now(self) -> None:
+        self._flush_scheduled = False
         data = self.conn.data_to_send()
         if data and not self.writer.is_closing():
             self.writer.write(data)
@@ -64,7 +81,7 @@ class H2Side:
                 try:
                     events = self.conn.receive_data(data)
                 except h2.exceptions.ProtocolError:
-                    self.flush()
+                    self.flush_now()  # h2's GOAWAY naming the error
                     break
                 for event in events:
                     if isinstance(event, h2.events.WindowUpdated):
@@ -110,9 +127,14 @@ class H2Side:
                 continue
             self.conn.send_data(stream_id, bytes(view[:room]))
             view = view[room:]
-            self.flush()
+            if view:  # a large body: hand it to the socket now and wait while it is full
+                self.flush_now()
+                await self.writer.drain()
         self._window_waiters.pop(stream_id, None)
-        await self.writer.drain()
+        self.flush()
+        if self.writer.transport.get_write_buffer_size() > DRAIN_ABOVE:
+            self.flush_now()
+            await self.writer.drain()
 
     def ack(self, stream_id: int, length: int) -> None:
         """Hand ``length`` flow-controlled bytes back to the peer once they were forwarded."""
@@ -147,7 +169,7 @@ class H2Side:
             self.closed = True
             try:
                 self.conn.close_connection()
-                self.flush()
+                self.flush_now()
             except h2.exceptions.ProtocolError:
                 pass
         self._wake(0)
