@@ -97,6 +97,7 @@ class Pipe:
         self.up: asyncio.Queue[Item] = asyncio.Queue()
         self.down: asyncio.Queue[Item] = asyncio.Queue()
         self.answered = False
+        self.carry: Item | None = None
         self.task: asyncio.Task[None] | None = None
 
     async def run(self, headers: list[tuple[bytes, bytes]]) -> None:
@@ -138,7 +139,33 @@ class Pipe:
         out.append((b"x-forwarded-for", b", ".join([*prior, self.peer.encode()])))
         return out
 
+    def _send_queued(self, side: H2Side, up_id: int) -> bool:
+        """Forward what the client already sent while it fits the windows; True at its end.
+
+        A unary call's request has usually arrived whole: then no sender task is needed.
+        """
+        while not self.up.empty():
+            item = self.up.get_nowait()
+            kind, value, length = item
+            if kind == "data":
+                assert isinstance(value, bytes)
+                if len(value) > min(side.room(up_id), side.conn.max_outbound_frame_size):
+                    self.carry = item  # the sender task sends it first, as windows allow
+                    return False
+                side.conn.send_data(up_id, value)
+                side.flush()
+                self.client.ack(self.stream_id, length)
+                continue
+            if kind == "end":
+                side.end_stream(up_id)
+            else:
+                side.reset(up_id)
+            return True
+        return False
+
     async def _relay(self, upstream: Upstream, up_id: int) -> int:
+        if self._send_queued(upstream.side, up_id):
+            return await self._send_down(upstream.side, up_id)
         sender = asyncio.create_task(self._send_up(upstream.side, up_id))
         try:
             return await self._send_down(upstream.side, up_id)
@@ -151,7 +178,10 @@ class Pipe:
 
     async def _send_up(self, side: H2Side, up_id: int) -> None:
         while True:
-            kind, value, length = await self.up.get()
+            if self.carry is not None:
+                (kind, value, length), self.carry = self.carry, None
+            else:
+                kind, value, length = await self.up.get()
             if kind == "data":
                 assert isinstance(value, bytes)
                 await side.send_data(up_id, value)

@@ -136,6 +136,13 @@ class H2Side:
             self.flush_now()
             await self.writer.drain()
 
+    def room(self, stream_id: int) -> int:
+        """Bytes the peer's windows accept on the stream now (0 once it is closed)."""
+        try:
+            return int(self.conn.local_flow_control_window(stream_id))
+        except h2.exceptions.StreamClosedError:
+            return 0
+
     def ack(self, stream_id: int, length: int) -> None:
         """Hand ``length`` flow-controlled bytes back to the peer once they were forwarded."""
         if length and not self.closed:
