@@ -403,3 +403,14 @@ def test_connections_beyond_the_cap_are_503_and_the_rest_still_served() -> None:
         assert httpx.get(f"{thread.url}/healthz").status_code == 200
     finally:
         thread.close()
+
+
+def test_h2c_garbage_after_the_preface_closes_only_that_connection(gw: GatewayThread) -> None:
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+    data_on_stream_0 = b"\x00\x00\x01\x00\x00\x00\x00\x00\x00x"  # a PROTOCOL_ERROR
+    answer = raw(gw, preface + data_on_stream_0)
+    goaway = answer.find(b"\x07\x00\x00\x00\x00\x00")  # type GOAWAY, flags 0, stream 0
+    assert goaway > 0 and answer[goaway + 10 : goaway + 14] == b"\x00\x00\x00\x01"  # error 1
+    bad_preface = raw(gw, b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n")
+    assert bad_preface.startswith(b"HTTP/1.1 400 ") and b"malformed HTTP/2 preface" in bad_preface
+    assert httpx.get(f"{gw.url}/healthz").status_code == 200
