@@ -81,7 +81,10 @@ class Gateway:
         self.port = 0
 
     def update(self, services: Sequence[ServiceRoute]) -> None:
-        """RouteSink: replace the whole route set (in-flight counts and breakers carry over)."""
+        """RouteSink: replace the whole route set (in-flight counts and breakers carry over).
+
+        Call it on the gateway's event loop (the reconciler runs there as an operator).
+        """
         self.router.update(services)
         live = {(e.host, e.port) for s in services for r in s.revisions for e in r.endpoints}
         self.pool.retain(live)
