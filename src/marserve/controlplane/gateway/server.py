@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 METRICS_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 OWN_NAMES = frozenset({"localhost"})
+LINGER_S = 1.0
+LINGER_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +58,25 @@ def is_own_host(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+async def lingering_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Send FIN, then discard what the client still sends (briefly) before closing.
+
+    Closing a socket with unread input makes the kernel send RST, which can destroy an error
+    answer (400, 431, 503) before the client has read it.
+    """
+    try:
+        if not writer.is_closing() and writer.can_write_eof():
+            await within(writer.drain(), LINGER_S)
+            writer.write_eof()
+            left = LINGER_BYTES
+            while left > 0 and (data := await within(reader.read(min(left, 65536)), LINGER_S)):
+                left -= len(data)
+    except (ConnectionError, OSError, TimeoutError, asyncio.IncompleteReadError):
+        pass
+    finally:
+        writer.close()
 
 
 class Gateway:
@@ -148,7 +169,7 @@ class Gateway:
             message = "too many connections to the gateway; retry later"
             extra = (b"Retry-After: 1\r\n",)
             writer.write(http1.error_response(503, message, close=True, extra=extra))
-            writer.close()
+            await lingering_close(reader, writer)
             return
         self._connections.add(task)
         try:
@@ -159,7 +180,10 @@ class Gateway:
             log.exception("gateway connection failed")
         finally:
             self._connections.discard(task)
-            writer.close()
+            if self._server is not None and self._server.is_serving():
+                await lingering_close(reader, writer)
+            else:  # stopping: no lingering
+                writer.close()
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peername = writer.get_extra_info("peername")
