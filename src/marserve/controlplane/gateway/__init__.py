@@ -2,6 +2,6 @@
 
 from marserve.controlplane.gateway.metrics import RevisionStats
 from marserve.controlplane.gateway.proxy import Limits
-from marserve.controlplane.gateway.server import Gateway, GatewaySettings, operator
+from marserve.controlplane.gateway.server import Gateway, GatewaySettings, operator, settings_for
 
-__all__ = ["Gateway", "GatewaySettings", "Limits", "RevisionStats", "operator"]
+__all__ = ["Gateway", "GatewaySettings", "Limits", "RevisionStats", "operator", "settings_for"]

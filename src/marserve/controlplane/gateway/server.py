@@ -205,6 +205,11 @@ class Gateway:
         await self.http1.serve(reader, writer, raw, peer)
 
 
+def settings_for(config: ControllerConfig, **overrides: Any) -> GatewaySettings:
+    """The gateway's settings for a controller: its token, plus any ``overrides``."""
+    return GatewaySettings(**{"token": config.gateway_token, **overrides})
+
+
 def operator(
     gateway: Gateway,
 ) -> Callable[[Store, ControllerConfig], Coroutine[Any, Any, None]]:
