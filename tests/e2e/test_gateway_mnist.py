@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from tests.e2e.gateway.harness import GatewayThread, service
 from tests.e2e.server import RunningServer, snapshot, start_server, write_config
 
 REQUESTS = EXAMPLE / "requests"
+SDK_CALLS = Path(__file__).resolve().parent / "gateway" / "kserve_sdk_calls.py"
 HOST = "torchserve.kserve-test.example.com"
 GRPC_HOST = "torchserve-grpc.kserve-test.example.com"
 REVISION = ("kserve-test", "torchserve-predictor-00001")
@@ -205,3 +207,19 @@ def test_grpc_many_concurrent_calls_multiplex(triton: tc.InferenceServerClient) 
 
     with ThreadPoolExecutor(8) as pool:
         assert list(pool.map(one, [d % 10 for d in range(40)])) == [d % 10 for d in range(40)]
+
+
+def test_kserve_sdk_clients_through_one_address(gw: GatewayThread) -> None:
+    """KServe's own REST (v1 and v2) and gRPC clients through one address, each by its host.
+
+    In a child process: kserve's v2 protos clash with tritonclient's (both are ``inference.*``)
+    in one descriptor pool.
+    """
+    done = subprocess.run(
+        [sys.executable, str(SDK_CALLS), gw.url, gw.address, HOST, GRPC_HOST, str(REQUESTS)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.split() == ["v1-rest", "v2-rest", "v2-grpc"]
