@@ -40,6 +40,7 @@ class Pool:
     def __init__(self, connect_timeout_s: float = 5.0) -> None:
         self.connect_timeout_s = connect_timeout_s
         self._idle: dict[tuple[str, int], list[Upstream]] = {}
+        self._live: set[tuple[str, int]] | None = None  # None until the first route set
 
     async def get(self, endpoint: Endpoint, port: int | None = None) -> Upstream:
         key = (endpoint.host, port or endpoint.port)
@@ -57,7 +58,11 @@ class Pool:
         return Upstream(reader, writer)
 
     def put(self, endpoint: Endpoint, conn: Upstream) -> None:
-        idle = self._idle.setdefault((endpoint.host, endpoint.port), [])
+        key = (endpoint.host, endpoint.port)
+        if self._live is not None and key not in self._live:
+            conn.close()  # the replica left the routes while this request ran
+            return
+        idle = self._idle.setdefault(key, [])
         if len(idle) >= MAX_IDLE_PER_ENDPOINT or conn.writer.is_closing():
             conn.close()
             return
@@ -65,7 +70,8 @@ class Pool:
         idle.append(conn)
 
     def retain(self, endpoints: set[tuple[str, int]]) -> None:
-        """Close idle connections to endpoints no longer routed to."""
+        """Close idle connections to endpoints no longer routed to (and keep none later)."""
+        self._live = set(endpoints)
         for key in [k for k in self._idle if k not in endpoints]:
             for conn in self._idle.pop(key):
                 conn.close()
