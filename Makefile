@@ -59,3 +59,8 @@ image: $(STAMP) image-deps
 
 image-test: $(STAMP) image-deps
 	$(BIN)/pytest -q -m image tests/image
+
+# The gateway (issue 17): PNG predictions through it vs straight to one replica, c = 1, 8, 32.
+.PHONY: bench-gateway
+bench-gateway: $(STAMP)
+	$(BIN)/python bench/gateway.py

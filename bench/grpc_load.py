@@ -83,11 +83,18 @@ async def _worker(
 
 
 async def drive(
-    target: str, method: str, body: bytes, concurrency: int, seconds: float, timeout_s: float
+    target: str,
+    method: str,
+    body: bytes,
+    concurrency: int,
+    seconds: float,
+    timeout_s: float,
+    authority: str | None = None,
 ) -> dict[str, float | int]:
     """Keep ``concurrency`` calls in flight for ``seconds``; the wrk-shaped result fields."""
     tally = _Tally()
-    async with grpc.aio.insecure_channel(target, options=_OPTIONS) as channel:
+    options = _OPTIONS + ([("grpc.default_authority", authority)] if authority else [])
+    async with grpc.aio.insecure_channel(target, options=options) as channel:
         await channel.channel_ready()
         call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(method)
         started = time.perf_counter()
@@ -98,9 +105,12 @@ async def drive(
         return tally.result(time.perf_counter() - started)
 
 
-def probe(target: str, method: str, body: bytes, timeout_s: float = 30.0) -> tuple[bool, str]:
+def probe(
+    target: str, method: str, body: bytes, timeout_s: float = 30.0, authority: str | None = None
+) -> tuple[bool, str]:
     """Send one call: (succeeded, a short sample of the answer or of the error)."""
-    with grpc.insecure_channel(target, options=_OPTIONS) as channel:
+    options = _OPTIONS + ([("grpc.default_authority", authority)] if authority else [])
+    with grpc.insecure_channel(target, options=options) as channel:
         call = channel.unary_unary(method)
         try:
             reply = call(body, timeout=timeout_s)
@@ -110,11 +120,18 @@ def probe(target: str, method: str, body: bytes, timeout_s: float = 30.0) -> tup
 
 
 def run_load(
-    target: str, method: str, body_path: Path, concurrency: int, seconds: float
+    target: str,
+    method: str,
+    body_path: Path,
+    concurrency: int,
+    seconds: float,
+    authority: str | None = None,
 ) -> LoadResult:
     """Run one bounded load in a child process (its CPU counts as the load generator's)."""
     cmd = [sys.executable, "-m", "bench.grpc_load", "--target", target, "--method", method]
     cmd += ["--body", str(body_path), "--concurrency", str(concurrency), "--seconds", str(seconds)]
+    if authority:
+        cmd += ["--authority", authority]
     proc = subprocess.run(
         cmd, cwd=REPO, capture_output=True, text=True, timeout=seconds + 60, check=False
     )
@@ -131,10 +148,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--timeout", type=float, default=10.0, help="per-call deadline, seconds")
+    p.add_argument("--authority", help=":authority to send (a gateway routes by it)")
     args = p.parse_args(argv)
     body = args.body.read_bytes()
     result = asyncio.run(
-        drive(args.target, args.method, body, args.concurrency, args.seconds, args.timeout)
+        drive(
+            args.target,
+            args.method,
+            body,
+            args.concurrency,
+            args.seconds,
+            args.timeout,
+            args.authority,
+        )
     )
     print(RESULT_MARK + json.dumps(result), flush=True)
     return 0

@@ -6,17 +6,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from marserve.controlplane.errors import Rejected
+
 ACTIVATOR_QUEUE_DEPTH = 10_000
 QUEUE_DEPTH_FACTOR = 10
 
-
-class Rejected(Exception):
-    """A request refused admission, carrying the HTTP status and message to send."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+__all__ = ["ACTIVATOR_QUEUE_DEPTH", "QUEUE_DEPTH_FACTOR", "Breaker", "HoldQueue", "Rejected"]
 
 
 class Breaker:

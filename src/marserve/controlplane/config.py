@@ -20,6 +20,8 @@ class ControllerConfig:
     gateway_port: int = DEFAULT_GATEWAY_PORT
     domain: str = "example.com"
     token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    gateway_token: str | None = None
+    """When set, the gateway answers 401 to requests without ``Authorization: Bearer <it>``."""
 
     @property
     def db_path(self) -> Path:

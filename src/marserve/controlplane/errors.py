@@ -94,3 +94,13 @@ class TooLarge(ApiError):
 class UnsupportedMediaType(ApiError):
     reason = "UnsupportedMediaType"
     code = 415
+
+
+class Rejected(Exception):
+    """A request the gateway refuses (admission, routing): the HTTP status and message to send."""
+
+    def __init__(self, status: int, message: str, *, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.retry_after = retry_after
