@@ -25,19 +25,37 @@ def marserve_home() -> Path:
 @click.option(
     "--gateway-port", type=int, default=8080, show_default=True, help="0 picks a free one."
 )
+@click.option(
+    "--gateway-token",
+    envvar="MARSERVE_GATEWAY_TOKEN",
+    default=None,
+    help="Require `Authorization: Bearer TOKEN` on the gateway (env MARSERVE_GATEWAY_TOKEN).",
+)
 @click.option("--domain", default="example.com", show_default=True)
 @click.option(
     "--home", type=click.Path(path_type=Path), default=None, help="Default: $MARSERVE_HOME."
 )
-def controller(port: int, gateway_port: int, domain: str, home: Path | None) -> None:
-    """Run the local KServe controller (Kubernetes API on 127.0.0.1) in the foreground."""
+def controller(
+    port: int, gateway_port: int, gateway_token: str | None, domain: str, home: Path | None
+) -> None:
+    """Run the local KServe controller (Kubernetes API on 127.0.0.1) in the foreground.
+
+    The gateway (Host-header ingress for every InferenceService, HTTP/1.1 and h2c) listens on
+    127.0.0.1:GATEWAY_PORT; the reconciler runs each service's replicas behind it.
+    """
     from marserve.controlplane.config import ControllerConfig
     from marserve.controlplane.controller import run_controller
+    from marserve.controlplane.gateway import Gateway, operator, settings_for
 
     config = ControllerConfig(
-        home=home or marserve_home(), port=port, gateway_port=gateway_port, domain=domain
+        home=home or marserve_home(),
+        port=port,
+        gateway_port=gateway_port,
+        domain=domain,
+        gateway_token=gateway_token,
     )
-    asyncio.run(run_controller(config, [reconciler_operator()]))
+    gateway = Gateway(settings_for(config))
+    asyncio.run(run_controller(config, [operator(gateway), reconciler_operator(gateway)]))
 
 
 def reconciler_operator(sink: RouteSink | None = None) -> Operator:
