@@ -8,9 +8,10 @@ same file runs under marserve (its ``ts`` shim) and under TorchServe.
 
 Each row's text is a string (KServe v1 ``{"data": "..."}``, v2 ``BYTES``), bytes, or a 1-D array of
 byte codes (the v2 ``INT64`` form in the KServe docs). A row that is not valid text gets its own
-400; the rest of the batch is still answered. Explanations are Captum ``LayerIntegratedGradients``
-over ``<embedding_name>.embeddings`` from a ``[CLS] [PAD]... [SEP]`` baseline, for every row of the
-batch in one call, returning TorchServe's ``{"words", "importances", "delta"}`` per row.
+400; the rest of the batch is still answered. Explanations are Captum
+``LayerIntegratedGradients`` over ``<embedding_name>.embeddings`` from a ``[CLS] [PAD]... [SEP]``
+baseline (one call for the rows of each token length), returning TorchServe's
+``{"words", "importances", "delta"}`` per row; ``target`` and ``n_steps`` may be given per row.
 """
 
 from __future__ import annotations
@@ -177,17 +178,24 @@ class TransformersSeqClassifierHandler(BaseHandler):
         return target, int(n_steps or DEFAULT_N_STEPS)
 
     def explain_texts(self, texts: list[str], options: list[Any]) -> list[Any]:
-        """One ``{"words", "importances", "delta"}`` per text; one Captum call per n_steps."""
+        """One ``{"words", "importances", "delta"}`` per text.
+
+        Rows of the same token length and ``n_steps`` share one Captum call; rows of other
+        lengths get their own, so no row is ever padded and each equals Captum run on that
+        sentence alone (padding is masked, but it changes the float sums by ~1e-6).
+        """
         results: list[Any] = [None] * len(texts)
-        by_steps: dict[int, list[int]] = {}
-        for index, (_, n_steps) in enumerate(options):
-            by_steps.setdefault(n_steps, []).append(index)
-        for n_steps, indices in by_steps.items():
+        groups: dict[tuple[int, int], list[int]] = {}
+        for index, (text, (_, n_steps)) in enumerate(zip(texts, options, strict=True)):
+            length = len(
+                self.tokenizer(text, max_length=self.max_length, truncation=True).input_ids
+            )
+            groups.setdefault((n_steps, length), []).append(index)
+        for (n_steps, _), indices in groups.items():
             chosen = [texts[i] for i in indices]
             targets = [options[i][0] for i in indices]
-            for i, value in zip(
-                indices, self.get_insights_batch(chosen, targets, n_steps), strict=True
-            ):
+            values = self.get_insights_batch(chosen, targets, n_steps)
+            for i, value in zip(indices, values, strict=True):
                 results[i] = value
         return results
 

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from marserve import text_picture
 from marserve.errors import InvalidInput
 from marserve.handlers.exceptions import PredictionException
 from marserve.handlers.images import image_bytes, open_image
@@ -429,10 +430,13 @@ def heatmap_png(explanations: Sequence[Any], inputs: Sequence[Any] | None = None
     Each panel is the attribution map's height x width (channels summed), enlarged by a whole
     factor until its longer side is at least :data:`MIN_PICTURE_SIDE` (less when the picture
     would pass :data:`MAX_PICTURE_PIXELS`); the input is drawn underneath when it decodes to a
-    picture of the map's size, else a neutral grey.
+    picture of the map's size, else a neutral grey. Text explanations (``words`` and
+    ``importances``) are drawn as shaded words instead (:mod:`marserve.text_picture`).
     """
     if not explanations:
         raise InvalidInput("there is nothing to draw: no explanations")
+    if all(text_picture.is_word_explanation(value) for value in explanations):
+        return text_picture.words_png(explanations)  # text: shaded words, not a heatmap
     planes = [_plane(attribution_map(value)) for value in explanations]
     height = max(plane.shape[0] for plane in planes)
     width = max(plane.shape[1] for plane in planes)

@@ -160,7 +160,7 @@ def test_model_file_shadows_a_builtin_name(tmp_path: Path) -> None:
     assert load_entry_point("image_classifier", tmp_path, ctx)([{}], ctx) == ["mine"]
 
 
-@pytest.mark.parametrize("name", ["object_detector", "text_classifier", "image_segmenter"])
+@pytest.mark.parametrize("name", ["object_detector", "text_handler", "image_segmenter"])
 def test_unsupported_torchserve_builtins_say_what_is_built_in(tmp_path: Path, name: str) -> None:
     with pytest.raises(ValueError, match="base_handler, image_classifier") as info:
         load_entry_point(name, tmp_path, context_for(tmp_path, name))

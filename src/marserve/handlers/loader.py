@@ -21,10 +21,11 @@ EntryPoint = Callable[[list[dict[str, Any]] | None, Context], list[Any]]
 BUILTIN_HANDLERS = {
     "base_handler": "marserve.handlers.base_handler",
     "image_classifier": "marserve.handlers.image_classifier",
+    "text_classifier": "marserve.handlers.text_classifier",
 }
 # TorchServe built-ins marserve does not ship (they need torchvision or text tokenizers).
 UNSUPPORTED_BUILTINS = frozenset(
-    {"object_detector", "text_classifier", "image_segmenter", "text_handler", "densenet_handler"}
+    {"object_detector", "image_segmenter", "text_handler", "densenet_handler"}
 )
 _FUNCTION_NAME = re.compile(r"[A-Za-z_]\w*\Z")
 _TS_PREFIX = "ts.torch_handler."
