@@ -17,16 +17,14 @@ baseline (one call for the rows of each token length), returning TorchServe's
 from __future__ import annotations
 
 import json
-import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from ts.torch_handler.base_handler import BaseHandler
-
-logger = logging.getLogger(__name__)
 
 MAX_TEXT_BYTES = 65536  # larger rows are refused before tokenising
 DEFAULT_N_STEPS = 50
@@ -146,6 +144,7 @@ class TransformersSeqClassifierHandler(BaseHandler):
         self.context = context
         if data is None:
             return None
+        started = time.perf_counter()
         explaining = self._is_explain()
         results: list[Any] = [None] * len(data)
         good: list[tuple[int, str, Any]] = []
@@ -163,6 +162,10 @@ class TransformersSeqClassifierHandler(BaseHandler):
                 values = self.postprocess(self.inference(self.preprocess(texts)))
             for (index, _, _), value in zip(good, values, strict=True):
                 results[index] = value
+        metrics = getattr(context, "metrics", None)
+        if hasattr(metrics, "add_time"):  # TorchServe's HandlerTime, as its BaseHandler records
+            elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
+            metrics.add_time("HandlerTime", elapsed_ms, None, "ms")
         return results
 
     def _fail(self, results: list[Any], index: int, message: str) -> None:

@@ -17,6 +17,7 @@ baseline (TorchServe's zero ids), giving ``{"words", "importances", "delta"}`` i
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,7 @@ class TextClassifier(BaseHandler):
     # batches with per-row failures -------------------------------------------------------------
     def handle(self, data: list[dict[str, Any]] | None, context: Context) -> list[Any]:
         self.context = context
+        started = time.perf_counter()
         rows = data or []
         explaining = self._is_explain()
         results: list[Any] = [None] * len(rows)
@@ -108,6 +110,7 @@ class TextClassifier(BaseHandler):
                 values = self.postprocess(self.inference(self.preprocess(texts)))
             for (index, _, _), value in zip(good, values, strict=True):
                 results[index] = value
+        self._record_handler_time((time.perf_counter() - started) * 1000.0)
         return results
 
     def _options(self, row: Any) -> Any:
