@@ -93,8 +93,10 @@ def words_png(explanations: Sequence[Mapping[str, Any]]) -> bytes:
     for index, (placed, scores) in enumerate(blocks):
         scale = max((abs(s) for s in scores), default=0.0)
         for (text, x, y, width), score in zip(placed, scores, strict=True):
-            draw.rectangle((x, y, x + width, y + LINE - 6), fill=_shade(score, scale))
-            draw.text((x + 4, y + 3), text, fill=(0, 0, 0), font=font)
+            ground = _shade(score, scale)
+            ink = (255, 255, 255) if sum(ground) < 400 else (0, 0, 0)  # readable on dark boxes
+            draw.rectangle((x, y, x + width, y + LINE - 6), fill=ground)
+            draw.text((x + 4, y + 3), text, fill=ink, font=font)
         if index + 1 < len(blocks):
             line_y = (placed[-1][2] if placed else MARGIN) + LINE + LINE // 4 - 4
             draw.line((MARGIN, line_y, WIDTH - MARGIN, line_y), fill=(200, 200, 200))
