@@ -5,8 +5,9 @@
 The model is trained by ``train.py`` (about 15 s) and archived with ``python -m marserve archive``
 (torch-model-archiver's flags; ``--archiver`` picks another) with the built-in
 ``text_classifier`` handler. The trained archive is cached under
-``~/.cache/marserve/text-classifier/`` keyed by the data, the training code and the tokenizer,
-so only the first build pays for training; ``--force`` retrains.
+``~/.cache/marserve/text-classifier/`` keyed by the data, the training code and the tokenizer
+(and the archive beside it, keyed by the archiver), so only the first build pays for training;
+``--force`` retrains.
 """
 
 from __future__ import annotations
@@ -30,20 +31,27 @@ DEFAULT_ARCHIVER = (sys.executable, "-m", "marserve", "archive")
 CACHE = Path(os.environ.get("MARSERVE_CACHE", Path.home() / ".cache" / "marserve"))
 
 
-def content_key(archiver: Sequence[str]) -> str:
-    """A digest of the articles, the training code, the tokenizer and the archiver."""
+def training_key() -> str:
+    """A digest of the articles, the training code and the tokenizer."""
     sys.path.insert(0, str(HERE))
     import train
 
     from marserve.handlers import text
 
-    digest = hashlib.sha256(" ".join(archiver).encode())
-    sources = [HERE / "train.py", HERE / "model.py", Path(text.__file__), Path(__file__)]
+    digest = hashlib.sha256()
+    sources = [HERE / "train.py", HERE / "model.py", Path(text.__file__)]
     articles = sorted(train.data_dir().rglob("*.txt"))
     for path in [*sources, *articles]:
         digest.update(path.name.encode())
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()[:24]
+
+
+def archiver_key(archiver: Sequence[str]) -> str:
+    """A digest of the archiver command and of this script (which names the archive's files)."""
+    digest = hashlib.sha256(" ".join(archiver).encode())
+    digest.update(Path(__file__).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def archive_command(archiver: Sequence[str], trained: Path, export_path: Path) -> list[str]:
@@ -61,27 +69,40 @@ def archive_command(archiver: Sequence[str], trained: Path, export_path: Path) -
     ]  # fmt: skip
 
 
+def run_step(command: list[str]) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
+    if result.returncode != 0:
+        detail = (result.stderr or result.stdout).strip()[-2000:]
+        step = Path(command[1]).name
+        raise RuntimeError(f"{step} failed ({result.returncode}): {detail}")
+
+
+def trained_model(folder: Path, force: bool) -> Path:
+    """``folder/trained`` (model.pt, source_vocab.json, index_to_name.json), trained once."""
+    trained = folder / "trained"
+    if (trained / "model.pt").is_file() and not force:
+        return trained
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".train-") as scratch:
+        run_step([sys.executable, str(HERE / "train.py"), "--out", str(Path(scratch) / "out")])
+        if trained.exists():
+            shutil.rmtree(trained)
+        os.replace(Path(scratch) / "out", trained)
+    return trained
+
+
 def cached_archive(archiver: Sequence[str], force: bool) -> Path:
     """The archive for the current inputs: trained and packed once, then reused."""
-    cached = CACHE / "text-classifier" / content_key(archiver) / f"{MODEL_NAME}.mar"
+    folder = CACHE / "text-classifier" / training_key()
+    trained = trained_model(folder, force)
+    cached = folder / archiver_key(archiver) / f"{MODEL_NAME}.mar"
     if cached.is_file() and not force:
         return cached
     cached.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cached.parent, prefix=".build-") as scratch:
-        trained, export = Path(scratch) / "trained", Path(scratch) / "export"
-        export.mkdir()
-        steps = [
-            [sys.executable, str(HERE / "train.py"), "--out", str(trained)],
-            archive_command(archiver, trained, export),
-        ]
-        for command in steps:
-            env = {**os.environ, "OMP_NUM_THREADS": "1"}
-            result = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
-            if result.returncode != 0:
-                detail = (result.stderr or result.stdout).strip()[-2000:]
-                step = Path(command[1]).name
-                raise RuntimeError(f"{step} failed ({result.returncode}): {detail}")
-        os.replace(export / f"{MODEL_NAME}.mar", cached)
+        run_step(archive_command(archiver, trained, Path(scratch)))
+        os.replace(Path(scratch) / f"{MODEL_NAME}.mar", cached)
     return cached
 
 

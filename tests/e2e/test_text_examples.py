@@ -49,9 +49,12 @@ NEWS = [
 RTOL = 1e-6
 
 
-def build(example: Path, out: Path) -> Path:
+TS_ARCHIVER = f"{sys.executable} -m model_archiver.model_packaging"  # torch-model-archiver 0.12
+
+
+def build(example: Path, out: Path, *options: str) -> Path:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, str(example / "build_store.py"), "--out", str(out)]
+    command = [sys.executable, str(example / "build_store.py"), "--out", str(out), *options]
     subprocess.run(command, check=True, capture_output=True, env=env, timeout=600)
     return out / "model-store"
 
@@ -67,6 +70,8 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         os.link(built, store / f"{name}.mar")
         with zipfile.ZipFile(built) as archive:
             archive.extractall(tmp / f"{name}-files")
+    by_torchserve = build(TC, tmp / "my_tc_ts", "--archiver", TS_ARCHIVER) / "my_tc.mar"
+    os.link(by_torchserve, store / "my_tc_ts.mar")
     return {
         "store": store,
         "bert": tmp / "bert-files",
@@ -81,6 +86,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, stores: dict[str, Path]) ->
     models = snapshot(
         {"name": "bert", "marName": "bert.mar", **batching},
         {"name": "my_tc", "marName": "my_tc.mar", **batching},
+        {"name": "my_tc_ts", "marName": "my_tc_ts.mar", **batching},
     )
     config = write_config(tmp / "config.properties", model_snapshot=models)
     running = start_server(tmp, stores["store"], config, env={"OMP_NUM_THREADS": "1"})
@@ -264,6 +270,15 @@ def test_text_classifier_batch_matches_in_process(
         assert answer.keys() == expected.keys()
         np.testing.assert_allclose(list(answer.values()), list(expected.values()), rtol=1e-5)
     assert [top(p) for p in predictions] == ["sports", "business", "tech", "politics"]
+
+
+def test_torchserves_archiver_makes_the_same_model(server: RunningServer) -> None:
+    """The example archived by torch-model-archiver 0.12 answers as marserve's archive does."""
+    request = {"instances": [{"data": text} for text in NEWS]}
+    ours = server.client.post("/v1/models/my_tc:predict", json=request)
+    theirs = server.client.post("/v1/models/my_tc_ts:predict", json=request)
+    assert theirs.status_code == 200, theirs.text
+    assert theirs.json() == ours.json()
 
 
 def test_v2_rest_bytes_with_tritonclient(server: RunningServer, tc_ref: TextReference) -> None:
