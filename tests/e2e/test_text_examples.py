@@ -420,6 +420,25 @@ def test_pictures_on_every_explain_endpoint(server: RunningServer, model: str) -
     shaded_words_picture(ts.content)
 
 
+def test_marserve_explain_command_draws_texts(server: RunningServer, tmp_path: Path) -> None:
+    out = tmp_path / "words.png"
+    command = [sys.executable, "-m", "marserve", "explain", "--url", server.url]
+    texts = ["--text", SEED_TEXT, "--text", NEWS[0]]
+    result = subprocess.run(
+        [*command, "--model", "my_tc", *texts, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "2 texts" in result.stdout
+    shaded_words_picture(out.read_bytes())
+    nothing = subprocess.run(
+        [*command, "--model", "my_tc", "--out", str(out)], capture_output=True, text=True
+    )
+    assert nothing.returncode == 2 and "--text" in nothing.stderr
+
+
 # bad input -----------------------------------------------------------------------------------
 BAD_INSTANCES = [
     ({"data": ""}, "text is empty"),
