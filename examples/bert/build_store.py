@@ -109,7 +109,17 @@ def cached_archive(archiver: Sequence[str], force: bool) -> Path:
             detail = (result.stderr or result.stdout).strip()
             raise RuntimeError(f"archiver failed (exit {result.returncode}): {detail}")
         os.replace(built, cached)
+    prune(cached.parent.parent, cached.parent)
     return cached
+
+
+def prune(parent: Path, keep: Path, entries: int = 3) -> None:
+    """Drop all but the ``entries`` newest cached builds, so edits do not fill the disk."""
+    others = [p for p in parent.iterdir() if p.is_dir() and p != keep]
+    others = [p for p in others if not p.name.startswith(".")]  # builds in progress stay
+    others.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    for stale in others[entries - 1 :]:
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def resolve_archiver(command: str | None) -> list[str]:

@@ -89,6 +89,7 @@ def trained_model(folder: Path, force: bool) -> Path:
         if trained.exists():
             shutil.rmtree(trained)
         os.replace(Path(scratch) / "out", trained)
+    prune(folder.parent, folder)
     return trained
 
 
@@ -104,6 +105,15 @@ def cached_archive(archiver: Sequence[str], force: bool) -> Path:
         run_step(archive_command(archiver, trained, Path(scratch)))
         os.replace(Path(scratch) / f"{MODEL_NAME}.mar", cached)
     return cached
+
+
+def prune(parent: Path, keep: Path, entries: int = 3) -> None:
+    """Drop all but the ``entries`` newest cached builds, so edits do not fill the disk."""
+    others = [p for p in parent.iterdir() if p.is_dir() and p != keep]
+    others = [p for p in others if not p.name.startswith(".")]  # builds in progress stay
+    others.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    for stale in others[entries - 1 :]:
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def resolve_archiver(command: str | None) -> list[str]:

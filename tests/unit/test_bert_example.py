@@ -100,3 +100,16 @@ def test_handler_refuses_rows_that_are_not_text(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         examples["handler"].row_text(row)  # type: ignore[attr-defined]
+
+
+def test_old_cached_builds_are_pruned(tmp_path: Path) -> None:
+    import os
+    import time
+
+    builder = import_module_file(BERT / "build_store.py", "bert_example_build_store")
+    for age, name in enumerate(["d", "c", "b", "a"]):
+        (tmp_path / name).mkdir()
+        os.utime(tmp_path / name, (time.time() - age * 60,) * 2)
+    (tmp_path / ".build-1").mkdir()  # a build in progress
+    builder.prune(tmp_path, tmp_path / "a")  # the oldest, but the one just used
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".build-1", "a", "c", "d"]
