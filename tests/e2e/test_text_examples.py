@@ -306,6 +306,25 @@ def test_v2_grpc_bytes_and_byte_codes(server: RunningServer, bert_ref: BertRefer
     client.close()
 
 
+def test_torchserve_grpc_predictions(server: RunningServer) -> None:
+    """TorchServe's own gRPC API (inference.proto): text in, and a bad row is INVALID_ARGUMENT."""
+    import grpc
+
+    from marserve.grpc.protos import inference_pb2, inference_pb2_grpc
+
+    with grpc.insecure_channel(server.grpc_target()) as channel:
+        stub = inference_pb2_grpc.InferenceAPIsServiceStub(channel)
+        request = inference_pb2.PredictionsRequest(
+            model_name="my_tc", input={"data": NEWS[2].encode()}
+        )
+        assert top(json.loads(stub.Predictions(request).prediction)) == "tech"
+        bad = inference_pb2.PredictionsRequest(model_name="bert", input={"data": b"\xff\xfe"})
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Predictions(bad)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "not valid UTF-8" in str(caught.value.details())
+
+
 def test_torchserve_predictions_endpoint(server: RunningServer) -> None:
     response = server.client.post("/predictions/my_tc", content=NEWS[0].encode())
     assert response.status_code == 200, response.text
