@@ -235,7 +235,7 @@ def test_bert_seed_v2_int64_byte_codes(server: RunningServer, bert_ref: BertRefe
     assert response.status_code == 200, response.text
     [output] = response.json()["outputs"]
     assert (output["name"], output["shape"], output["datatype"]) == ("predict", [2], "BYTES")
-    assert [json.loads(v) for v in output["data"]] == bert_ref.predict([SEED_TEXT] * 2)
+    assert list(output["data"]) == bert_ref.predict([SEED_TEXT] * 2)  # labels as themselves
 
 
 def test_bert_v1_batch_matches_in_process(server: RunningServer, bert_ref: BertReference) -> None:
@@ -299,7 +299,7 @@ def test_v2_grpc_bytes_and_byte_codes(server: RunningServer, bert_ref: BertRefer
     codes = triton_grpc.InferInput("codes", [len(SEED_TEXT)], "INT64")
     codes.set_data_from_numpy(np.frombuffer(SEED_TEXT.encode(), dtype=np.uint8).astype(np.int64))
     result = client.infer("bert", [text, codes])
-    got = [json.loads(v) for v in result.as_numpy("predict")]
+    got = [v.decode() for v in result.as_numpy("predict")]
     assert got == bert_ref.predict([SENTENCES[0], SENTENCES[1], SEED_TEXT])
     tc = client.infer("my_tc", [codes])
     assert top(json.loads(tc.as_numpy("predict")[0])) == "business"
