@@ -33,7 +33,11 @@ SETUP_CONFIG = HERE / "setup_config.json"
 INDEX_TO_NAME = HERE / "index_to_name.json"
 CONFIG = HERE / "config.properties"
 DEFAULT_ARCHIVER = (sys.executable, "-m", "marserve", "archive")
-CACHE = Path(os.environ.get("MARSERVE_CACHE", Path.home() / ".cache" / "marserve"))
+
+
+def cache_root() -> Path:
+    """Where heavy build steps are kept: ``$MARSERVE_CACHE``, else ``~/.cache/marserve``."""
+    return Path(os.environ.get("MARSERVE_CACHE") or Path.home() / ".cache" / "marserve")
 
 
 def encoder_dir() -> Path:
@@ -94,7 +98,7 @@ def archive_command(archiver: Sequence[str], staged: Path, export_path: Path) ->
 
 def cached_archive(archiver: Sequence[str], force: bool) -> Path:
     """The archive for the current inputs, built into the cache unless it is already there."""
-    cached = CACHE / "bert-mar" / content_key(archiver) / f"{MODEL_NAME}.mar"
+    cached = cache_root() / "bert-mar" / content_key(archiver) / f"{MODEL_NAME}.mar"
     if cached.is_file() and not force:
         return cached
     cached.parent.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,11 @@ from text_data import LABELS, corpus_file, file_digest, load_snippets, movie_spl
 MAX_LENGTH = 64
 RECIPE = "pooler-v1"
 DEFAULT_OUT = HERE / "classifier.safetensors"
-CACHE = Path(os.environ.get("MARSERVE_CACHE", Path.home() / ".cache" / "marserve"))
+
+
+def cache_root() -> Path:
+    """Where heavy build steps are kept: ``$MARSERVE_CACHE``, else ``~/.cache/marserve``."""
+    return Path(os.environ.get("MARSERVE_CACHE") or Path.home() / ".cache" / "marserve")
 
 
 def encoder_dir() -> Path:
@@ -73,7 +77,7 @@ def embed(texts: Sequence[str], model_dir: Path, batch: int = 64) -> object:
 def cached_features(texts: Sequence[str], model_dir: Path) -> object:
     import torch
 
-    path = CACHE / "bert-features" / f"{features_key(model_dir)}.pt"
+    path = cache_root() / "bert-features" / f"{features_key(model_dir)}.pt"
     if path.is_file():
         return torch.load(path, weights_only=True)
     features = embed(texts, model_dir)

@@ -28,7 +28,11 @@ MODEL_NAME = "my_tc"
 MODEL_VERSION = "1.0"
 CONFIG = HERE / "config.properties"
 DEFAULT_ARCHIVER = (sys.executable, "-m", "marserve", "archive")
-CACHE = Path(os.environ.get("MARSERVE_CACHE", Path.home() / ".cache" / "marserve"))
+
+
+def cache_root() -> Path:
+    """Where heavy build steps are kept: ``$MARSERVE_CACHE``, else ``~/.cache/marserve``."""
+    return Path(os.environ.get("MARSERVE_CACHE") or Path.home() / ".cache" / "marserve")
 
 
 def training_key() -> str:
@@ -95,7 +99,7 @@ def trained_model(folder: Path, force: bool) -> Path:
 
 def cached_archive(archiver: Sequence[str], force: bool) -> Path:
     """The archive for the current inputs: trained and packed once, then reused."""
-    folder = CACHE / "text-classifier" / training_key()
+    folder = cache_root() / "text-classifier" / training_key()
     trained = trained_model(folder, force)
     cached = folder / archiver_key(archiver) / f"{MODEL_NAME}.mar"
     if cached.is_file() and not force:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -103,9 +105,6 @@ def test_handler_refuses_rows_that_are_not_text(
 
 
 def test_old_cached_builds_are_pruned(tmp_path: Path) -> None:
-    import os
-    import time
-
     builder = import_module_file(BERT / "build_store.py", "bert_example_build_store")
     for age, name in enumerate(["d", "c", "b", "a"]):
         (tmp_path / name).mkdir()
