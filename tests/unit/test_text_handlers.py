@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from marserve import explain, text_picture
+from marserve import text_picture
 from marserve.errors import InvalidInput
 from marserve.handlers.loader import BUILTIN_HANDLERS
 from marserve.handlers.text import (
@@ -92,11 +92,11 @@ def pixels(png: bytes) -> np.ndarray:
 
 def test_text_explanations_are_drawn_as_shaded_words() -> None:
     one = explanation(["good", "bad", "film"], [0.9, -0.8, 0.0])
-    picture = pixels(explain.heatmap_png([one]))
+    picture = pixels(text_picture.words_png([one]))
     red = (picture[:, :, 0] > 200) & (picture[:, :, 1] < 80) & (picture[:, :, 2] < 80)
     blue = (picture[:, :, 2] > 200) & (picture[:, :, 0] < 80)
     assert red.any() and blue.any()
-    two = pixels(explain.heatmap_png([one, explanation(["more"], [1.0])]))
+    two = pixels(text_picture.words_png([one, explanation(["more"], [1.0])]))
     assert two.shape[0] > picture.shape[0] and two.shape[1] == picture.shape[1]
 
 
