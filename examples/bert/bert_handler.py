@@ -29,6 +29,7 @@ from ts.torch_handler.base_handler import BaseHandler
 MAX_TEXT_BYTES = 65536  # larger rows are refused before tokenising
 DEFAULT_N_STEPS = 50
 MAX_N_STEPS = 500
+EXPLAIN_TOKENS_PER_PASS = 8192  # tokens through one forward/backward pass of an explanation
 
 
 def row_text(row: Any) -> str:
@@ -221,6 +222,7 @@ class TransformersSeqClassifierHandler(BaseHandler):
             target=targets,
             additional_forward_args=(mask,),
             n_steps=n_steps,
+            internal_batch_size=scaled_rows_per_pass(ids.shape[0], ids.shape[1], n_steps),
             return_convergence_delta=True,
         )
         summed = attributions.sum(dim=-1).detach()
@@ -240,6 +242,15 @@ class TransformersSeqClassifierHandler(BaseHandler):
         """TorchServe's single-row explain hook: the row's text and target."""
         text = row_text({"data": raw_data})
         return self.get_insights_batch([text], [int(target or 0)], DEFAULT_N_STEPS)
+
+
+def scaled_rows_per_pass(rows: int, length: int, n_steps: int) -> int | None:
+    """Captum's ``internal_batch_size``: None (one pass) while the scaled inputs hold at most
+    :data:`EXPLAIN_TOKENS_PER_PASS` tokens, else as many sequences as fit (at least ``rows``):
+    attention keeps sequences x heads x length^2 floats per layer for the backward pass."""
+    if rows * n_steps * length <= EXPLAIN_TOKENS_PER_PASS:
+        return None
+    return max(rows, EXPLAIN_TOKENS_PER_PASS // max(1, length))
 
 
 def reference_ids(ids: torch.Tensor, mask: torch.Tensor, tokenizer: Any) -> torch.Tensor:

@@ -112,3 +112,12 @@ def test_old_cached_builds_are_pruned(tmp_path: Path) -> None:
     (tmp_path / ".build-1").mkdir()  # a build in progress
     builder.prune(tmp_path, tmp_path / "a")  # the oldest, but the one just used
     assert sorted(p.name for p in tmp_path.iterdir()) == [".build-1", "a", "c", "d"]
+
+
+def test_explanations_of_long_batches_are_split_into_bounded_passes(
+    examples: dict[str, object],
+) -> None:
+    split = examples["handler"].scaled_rows_per_pass  # type: ignore[attr-defined]
+    assert split(1, 20, 50) is None  # a sentence: Captum's one direct pass
+    assert split(8, 128, 50) == 64  # 8 x 50 scaled sequences of 128 tokens: 64 per pass
+    assert split(200, 128, 50) == 200  # never fewer than the rows

@@ -120,3 +120,22 @@ def test_the_vocabulary_must_be_usable(tmp_path: Path, vocab: Any, message: str)
         (folder / "source_vocab.json").unlink(missing_ok=True)
     with pytest.raises(RuntimeError, match=message):
         load_entry_point("text_classifier", folder, context(folder))
+
+
+def test_long_texts_are_explained_in_bounded_passes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunking the scaled inputs bounds memory and gives the same importances."""
+    from marserve.handlers import text_classifier
+
+    assert text_classifier.scaled_rows_per_pass(2, 100, 50) is None
+    assert text_classifier.scaled_rows_per_pass(2, 20_000, 50) == 50
+    assert text_classifier.scaled_rows_per_pass(8, 900_000, 50) == 8  # never below the rows
+    rows = [{"data": "good film, bad plot " * 40}, {"data": "the film is good"}]
+    whole, _, _ = serve(model_dir(tmp_path), rows, explain=True)
+    monkeypatch.setattr(text_classifier, "EXPLAIN_IDS_PER_PASS", 500)
+    assert text_classifier.scaled_rows_per_pass(2, 319, 50) == 2
+    chunked, _, _ = serve(model_dir(tmp_path), rows, explain=True)
+    for one, other in zip(whole, chunked, strict=True):
+        assert one["words"] == other["words"]
+        assert one["importances"] == pytest.approx(other["importances"], rel=1e-6, abs=1e-7)

@@ -32,6 +32,8 @@ from marserve.handlers.text import TextInputError, ngrams, row_text, words
 
 VOCAB_FILE = "source_vocab.json"
 UNKNOWN = "<unk>"
+#: At most this many n-gram vectors go through one forward/backward pass of an explanation.
+EXPLAIN_IDS_PER_PASS = 1_000_000
 
 
 def load_vocab(path: Path) -> dict[str, int]:
@@ -44,6 +46,15 @@ def load_vocab(path: Path) -> dict[str, int]:
     if isinstance(loaded, dict) and all(isinstance(i, int) for i in loaded.values()):
         return {str(k): int(v) for k, v in loaded.items()}
     raise RuntimeError(f"{path.name} must be a list of strings or an object of integer ids")
+
+
+def scaled_rows_per_pass(rows: int, width: int, n_steps: int) -> int | None:
+    """Captum's ``internal_batch_size``: None (one pass) unless the scaled inputs would hold
+    more than :data:`EXPLAIN_IDS_PER_PASS` n-gram vectors, then as many as fit (at least
+    ``rows``, Captum's minimum), so a long text cannot take gigabytes to explain."""
+    if rows * n_steps * width <= EXPLAIN_IDS_PER_PASS:
+        return None
+    return max(rows, EXPLAIN_IDS_PER_PASS // max(1, width))
 
 
 class TextClassifier(BaseHandler):
@@ -177,6 +188,7 @@ class TextClassifier(BaseHandler):
             target=classes,
             additional_forward_args=(mask,),
             n_steps=n_steps,
+            internal_batch_size=scaled_rows_per_pass(len(rows), width, n_steps),
             return_convergence_delta=True,
         )
         summed = attributions.sum(-1).detach().to("cpu", torch.float64)
