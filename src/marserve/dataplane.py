@@ -209,15 +209,22 @@ def _tensor_of(name: str, values: list[Any]) -> Tensor:
             array = array.astype(np.int64)
         return Tensor.from_array(name, array)
     try:
-        encoded = [
-            v if isinstance(v, bytes) else orjson.dumps(v, option=orjson.OPT_SERIALIZE_NUMPY)
-            for v in values
-        ]
+        encoded = [_bytes_element(v) for v in values]
     except TypeError as exc:
         raise MarserveError("Invalid handler output: a result is not serializable") from exc
     data = np.empty(len(encoded), dtype=object)
     data[:] = encoded
     return Tensor(name=name, datatype="BYTES", shape=(len(encoded),), data=data)
+
+
+def _bytes_element(value: Any) -> bytes:
+    """One BYTES output element: bytes as given, text as its UTF-8 (a label stays itself, as in
+    TorchServe's v2 envelope), anything else as JSON."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass")
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def _explain_outputs(values: list[Any]) -> list[Tensor]:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from marserve import text_picture
 from marserve.errors import InvalidInput
 from marserve.handlers.exceptions import PredictionException
 from marserve.handlers.images import image_bytes, open_image
@@ -117,6 +118,8 @@ def heatmap_png(explanations: Sequence[Any], inputs: Sequence[Any] | None = None
     """
     if not explanations:
         raise InvalidInput("there is nothing to draw: no explanations")
+    if all(text_picture.is_word_explanation(value) for value in explanations):
+        return text_picture.words_png(explanations)  # text: shaded words, not a heatmap
     planes = [_plane(attribution_map(value)) for value in explanations]
     height = max(plane.shape[0] for plane in planes)
     width = max(plane.shape[1] for plane in planes)

@@ -27,6 +27,12 @@ def test_dicts_become_json_bytes() -> None:
     assert tensor.data.tolist() == [b'{"cat":0.9}', b'{"dog":0.7}']
 
 
+def test_strings_become_bytes_of_themselves() -> None:
+    tensor = _tensor_of("predict", ["fresh", "rotten", "naïve"])
+    assert tensor.datatype == "BYTES"
+    assert tensor.data.tolist() == [b"fresh", b"rotten", "naïve".encode()]
+
+
 def test_ragged_lists_become_json_bytes() -> None:
     tensor = _tensor_of("predict", [[1, 2], [3]])
     assert tensor.datatype == "BYTES"

@@ -1,4 +1,4 @@
-"""``marserve explain``: ask a running server to explain images and save the heatmap as a PNG."""
+"""``marserve explain``: ask a running server to explain images or texts and save the PNG."""
 
 from __future__ import annotations
 
@@ -16,12 +16,16 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 
 
 def explain_request(
-    paths: tuple[Path, ...], target: int | None, n_steps: int | None
+    paths: tuple[Path, ...],
+    target: int | None,
+    n_steps: int | None,
+    texts: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """The KServe v1 ``:explain`` body: one instance per image, options on each instance."""
+    """The KServe v1 ``:explain`` body: one instance per image, then per text, options on each."""
     instances = []
-    for path in paths:
-        instance: dict[str, Any] = {"data": base64.b64encode(path.read_bytes()).decode("ascii")}
+    data = [base64.b64encode(path.read_bytes()).decode("ascii") for path in paths]
+    for value in [*data, *texts]:
+        instance: dict[str, Any] = {"data": value}
         if target is not None:
             instance["target"] = target
         if n_steps is not None:
@@ -83,10 +87,15 @@ def fetch_heatmap(
 @click.option(
     "--input",
     "inputs",
-    required=True,
     multiple=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Image to explain (repeat for several; they are drawn side by side).",
+)
+@click.option(
+    "--text",
+    "texts",
+    multiple=True,
+    help="Text to explain, for text models (repeat for several; drawn one under another).",
 )
 @click.option(
     "--out",
@@ -107,6 +116,7 @@ def fetch_heatmap(
 def explain(
     model: str,
     inputs: tuple[Path, ...],
+    texts: tuple[str, ...],
     out: Path,
     url: str,
     target: int | None,
@@ -117,9 +127,14 @@ def explain(
 ) -> None:
     """Explain images with a running server (integrated gradients); save the heatmap as a PNG.
 
-    Red marks pixels that raise the explained class's score, blue those that lower it.
+    Red marks pixels (or words, with --text) that raise the explained class's score, blue those
+    that lower it.
     """
-    body = explain_request(inputs, target, n_steps)
+    if not inputs and not texts:
+        raise click.UsageError("give at least one --input image or --text")
+    body = explain_request(inputs, target, n_steps, texts)
     picture = fetch_heatmap(url, model, body, _bearer(token, key_file), timeout)
     out.write_bytes(picture)
-    click.echo(f"wrote {out} ({len(inputs)} image{'s' if len(inputs) != 1 else ''})")
+    items = [(len(inputs), "image"), (len(texts), "text")]
+    shown = ", ".join(f"{n} {what}{'s' if n != 1 else ''}" for n, what in items if n)
+    click.echo(f"wrote {out} ({shown})")

@@ -24,9 +24,10 @@ BUILTIN_HANDLERS = {
     "object_detector": "marserve.handlers.object_detector",
     "image_segmenter": "marserve.handlers.image_segmenter",
     "densenet_handler": "marserve.handlers.densenet_handler",
+    "text_classifier": "marserve.handlers.text_classifier",
 }
-# TorchServe built-ins marserve does not ship (they need text tokenizers).
-UNSUPPORTED_BUILTINS = frozenset({"text_classifier", "text_handler"})
+# TorchServe built-ins marserve does not ship (text_handler is TorchServe's deprecated one).
+UNSUPPORTED_BUILTINS = frozenset({"text_handler"})
 
 
 class HandlerError(ValueError):
