@@ -12,9 +12,9 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Generic, NoReturn, TypeVar
 
-from marserve.errors import InternalError, MarserveError, ServiceUnavailable
+from marserve.errors import InternalError, MarserveError, PayloadTooLarge, ServiceUnavailable
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -66,11 +66,45 @@ class DynamicBatcher(Generic[Slot, Item, Result]):
     def submit(self, item: Item) -> asyncio.Future[Result]:
         """Queue an item; the future resolves to its result. Raises QueueFull at once."""
         if len(self._queue) >= self.queue_limit:
-            raise QueueFull("Model queue is full, retry later", headers={"Retry-After": "1"})
+            self._refuse(1)
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
         self._not_empty.set()
         return future
+
+    def submit_all(self, items: Sequence[Item]) -> list[asyncio.Future[Result]]:
+        """Queue every item of one request, or none of them (see :meth:`_refuse`)."""
+        if len(self._queue) + len(items) > self.queue_limit:
+            self._refuse(len(items))
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Result]] = [loop.create_future() for _ in items]
+        self._queue.extend(zip(items, futures, strict=True))
+        self._not_empty.set()
+        return futures
+
+    def _refuse(self, count: int) -> NoReturn:
+        """413 when ``count`` rows can never fit in the queue; 503 with Retry-After when they
+        could once it drains."""
+        if count > self.queue_limit:
+            raise PayloadTooLarge(
+                f"The request has {count} rows but the model's job queue holds "
+                f"{self.queue_limit} (jobQueueSize): send at most {self.queue_limit} per request"
+            )
+        raise QueueFull("Model queue is full, retry later", headers={"Retry-After": "1"})
+
+    def withdraw(self, futures: Sequence[asyncio.Future[Result]]) -> None:
+        """A request failed or its caller went away: its rows leave the queue (their futures
+        are cancelled), and errors its other rows already got count as seen."""
+        queued = False
+        for future in futures:
+            if not future.done():
+                future.cancel()
+            if future.cancelled():
+                queued = True
+            else:
+                future.exception()
+        if queued:
+            self._queue = deque(entry for entry in self._queue if not entry[1].done())
 
     async def _next(self, deadline: float | None) -> tuple[Item, asyncio.Future[Result]] | None:
         """The next live entry; waits until ``deadline`` (None: forever)."""

@@ -56,29 +56,32 @@ class DataPlane:
             "name": handle.name,
             "versions": [h.version for h in self.registry.versions(handle.name)],
             "platform": "pytorch",
-            "inputs": [{"name": "input-0", "datatype": "BYTES", "shape": [-1]}],
-            "outputs": [{"name": PREDICT_OUTPUT, "datatype": "BYTES", "shape": [-1]}],
+            "inputs": handle.signature.inputs,
+            "outputs": handle.signature.outputs,
         }
 
     # inference -------------------------------------------------------------------------------
-    def _check_ready(self, handle: ModelHandle) -> None:
+    async def _admit(self, handle: ModelHandle) -> None:
+        """Refuse while draining; while a worker is on its way (restart, load), wait for it up
+        to the model's response timeout rather than fail at once."""
         if self.draining:
             raise ServiceUnavailable("The server is shutting down", headers={"Retry-After": "1"})
-        if not handle.ready:
+        pool = handle.pool
+        if not await pool.wait_live(pool.config.response_timeout_s) or self.draining:
             raise ServiceUnavailable(
                 f"Model {handle.name} is not ready: no live worker", headers={"Retry-After": "1"}
             )
 
     async def run_jobs(self, handle: ModelHandle, jobs: Sequence[Job], verb: str) -> list[Any]:
         """Queue every job on the model's batcher and return the handler's values in order."""
-        self._check_ready(handle)
+        if self.draining or not handle.ready:
+            await self._admit(handle)
         batcher = handle.batcher(verb)
-        futures = [batcher.submit(job) for job in jobs]
+        futures = batcher.submit_all(jobs)
         try:
             results = await asyncio.gather(*futures)
         except BaseException:
-            for future in futures:
-                future.cancel()
+            batcher.withdraw(futures)
             raise
         return [_value_of(result) for result in results]
 
@@ -95,12 +98,14 @@ class DataPlane:
         """TorchServe's ``/predictions``: one request, one handler row, the raw item result."""
         handle = self.registry.get(name, version)
         job = Job(data, request_id or new_request_id(), dict(headers))
-        self._check_ready(handle)
-        future = handle.batcher(verb).submit(job)
+        if self.draining or not handle.ready:
+            await self._admit(handle)
+        batcher = handle.batcher(verb)
+        future = batcher.submit(job)
         try:
             result = await future
         except BaseException:
-            future.cancel()
+            batcher.withdraw((future,))
             raise
         if result.status >= 400:
             raise from_http_status(result.message or "Prediction failed", result.status)
@@ -130,6 +135,7 @@ class DataPlane:
             outputs = _explain_outputs(values)
         else:
             outputs = [_tensor_of(PREDICT_OUTPUT if verb == "predict" else verb, values)]
+            handle.signature.observe(request.inputs, outputs)
         return InferResponse(
             model_name=handle.name,
             model_version=handle.version,

@@ -55,8 +55,7 @@ def bind(address: Address) -> socket.socket:
     family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((address.host, address.port))
-    sock.listen(2048)
+    sock.bind((address.host, address.port))  # listen() comes when the server starts serving
     sock.setblocking(False)
     return sock
 
@@ -99,6 +98,7 @@ class Server:
         )
         self.grpc: GrpcListeners | None = None
         self._servers: list[_Uvicorn] = []
+        self._bound: list[tuple[_Uvicorn, socket.socket]] = []  # to serve once models are ready
         self._serving: list[asyncio.Task[None]] = []
         self.urls: dict[str, str] = {}
         self._stopped = asyncio.Event()
@@ -114,13 +114,31 @@ class Server:
 
     # lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
-        """Bind the listeners first (so a client can poll readiness), then load every model."""
+        """Bind every port first (a port in use fails at once), load the start-up models and
+        wait for their workers, then listen: as in TorchServe, a client (or a TCP readiness
+        probe) that reaches a port finds the start-up models ready, never a 404 or 503."""
         self._listen()
-        await self._start_grpc()
+        self._bind_grpc()
         await self.manager.load_startup_models()
         if self.manager.warm is not None:
             await self.manager.warm.close()  # pre-started workers that no model took
+        await self._serve_bound()
+        if self.grpc is not None:
+            await self.grpc.start()
         self._write_port_file()
+
+    async def _serve_bound(self) -> None:
+        """Start the HTTP servers on their bound sockets and wait until they listen."""
+        loop = asyncio.get_running_loop()
+        bound, self._bound = self._bound, []
+        for server, sock in bound:
+            self._serving.append(loop.create_task(server.serve(sockets=[sock])))
+        while not all(server.started for server, _ in bound):
+            failed = [task for task in self._serving if task.done()]
+            if failed:
+                await failed[0]  # raises what stopped it
+                raise OSError("an HTTP listener stopped while starting")
+            await asyncio.sleep(0.005)
 
     def _listen(self) -> None:
         """Inference and management listeners; one app when both share an address."""
@@ -191,8 +209,8 @@ class Server:
             allow_headers=settings.cors_allowed_headers or ("*",),
         )
 
-    async def _start_grpc(self) -> None:
-        """gRPC listeners (v2 and TorchServe inference, TorchServe management)."""
+    def _bind_grpc(self) -> None:
+        """gRPC listeners (v2 and TorchServe inference, TorchServe management), bound."""
         from marserve.grpc import prepare_runtime
 
         prepare_runtime()
@@ -201,7 +219,7 @@ class Server:
         self.grpc = GrpcListeners(
             self.settings, self.dataplane, self.manager, self.auth, self.limits, self.metrics
         )
-        self.urls.update(await self.grpc.start())
+        self.urls.update(self.grpc.bind())
 
     def _serve_http(self, address: Address, app: Any) -> str:
         sock = bind(address)
@@ -218,7 +236,7 @@ class Server:
         )
         server = _Uvicorn(config)
         self._servers.append(server)
-        self._serving.append(asyncio.get_running_loop().create_task(server.serve(sockets=[sock])))
+        self._bound.append((server, sock))
         return bound_url(address, sock)
 
     def _write_port_file(self) -> None:
@@ -240,6 +258,8 @@ class Server:
     async def stop(self) -> None:
         """Drain: readiness turns 503, listeners stop, in-flight requests finish, workers exit."""
         self.dataplane.draining = True
+        for _, sock in self._bound:  # bound, never served (start-up did not finish)
+            sock.close()
         for server in self._servers:
             server.should_exit = True
         grpc_stop = [self.grpc.stop()] if self.grpc is not None else []

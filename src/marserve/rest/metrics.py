@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Collection, Mapping
 from typing import Any
@@ -18,6 +20,10 @@ from marserve.rest.errors import ERROR_KEY, EXCEPTION_HANDLERS, REQUEST_ID_KEY
 
 CLIENT_CLOSED = 499  # no response was sent: the client went away first (nginx's code)
 MAX_NAME_FILTERS = 200
+# Requests whose handling stops when the client goes away after sending its whole body.
+_WATCHED = ("/predictions/", "/explanations/", "/v1/models/", "/v2/models/")
+
+log = logging.getLogger("marserve.rest")
 
 Kind = tuple[str, str, str | None, str | None]  # protocol, verb, model, version
 
@@ -61,6 +67,40 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+class _DisconnectWatch:
+    """Once a request's body is in, waits for its client to go away before the answer starts,
+    and then cancels the request's task (its queued rows leave the queue with it)."""
+
+    __slots__ = ("answered", "cancelled", "receive", "task", "watcher")
+
+    def __init__(self, receive: Receive) -> None:
+        self.receive = receive
+        self.task = asyncio.current_task()
+        self.watcher: asyncio.Task[None] | None = None
+        self.answered = False
+        self.cancelled = False
+
+    async def __call__(self) -> Message:
+        message = await self.receive()
+        if (
+            self.watcher is None
+            and message["type"] == "http.request"
+            and not message.get("more_body")
+        ):
+            self.watcher = asyncio.get_running_loop().create_task(self._watch())
+        return message
+
+    async def _watch(self) -> None:
+        message = await self.receive()
+        if message["type"] == "http.disconnect" and not self.answered and self.task is not None:
+            self.cancelled = True
+            self.task.cancel()
+
+    def close(self) -> None:
+        if self.watcher is not None and not self.watcher.done():
+            self.watcher.cancel()
+
+
 class ObservedApp:
     """Wraps an ASGI app: metrics for every response, and an access line when the policy says.
 
@@ -90,12 +130,18 @@ class ObservedApp:
         scope[REQUEST_ID_KEY] = request_id_from(_header(scope, b"x-request-id"))
         status = 0
         done = False
+        watch = None
+        if scope["method"] in ("POST", "PUT") and scope["path"].startswith(_WATCHED):
+            watch = _DisconnectWatch(receive)
+            receive = watch
 
         async def observed_send(message: Message) -> None:
             nonlocal status, done
             kind = message["type"]
             if kind == "http.response.start":
                 status = message["status"]
+                if watch is not None:
+                    watch.answered = True
             elif kind == "http.response.body" and not done and not message.get("more_body"):
                 done = True
                 self.record(scope, status, time.perf_counter() - start)
@@ -103,13 +149,22 @@ class ObservedApp:
 
         try:
             await self.app(scope, receive, observed_send)
+        except asyncio.CancelledError:
+            if watch is None or not watch.cancelled or watch.task is None:
+                raise
+            watch.task.uncancel()  # our own cancellation: the client left, nothing to answer
+            status = 0
         finally:
+            if watch is not None:
+                watch.close()
             if not done:
                 done = True
                 self.record(scope, status or CLIENT_CLOSED, time.perf_counter() - start)
 
     def record(self, scope: Scope, status: int, seconds: float) -> None:
         kind = classify(scope["method"], scope["path"], scope.get("path_params") or {})
+        if status == CLIENT_CLOSED:
+            log.debug("client went away: %s %s", scope["method"], scope["path"][:200])
         error = scope.get(ERROR_KEY)
         model = version = protocol = ""
         if kind is None:

@@ -265,6 +265,7 @@ class _Slot:
     worker: Worker | None = None
     retired: bool = False
     warm: Spawned | None = None  # a pre-started process for this slot's first worker
+    restart_at: float | None = None  # when its dead worker's successor starts (monotonic)
 
 
 class WorkerPool:
@@ -359,11 +360,13 @@ class WorkerPool:
             self._retire(self._victim())
 
     def _victim(self) -> _Slot:
-        """The slot to retire: an idle worker first, then one still starting, then a busy one."""
-        order = {WorkerState.READY: 0, WorkerState.STARTING: 1, WorkerState.DEAD: 1}
+        """The slot to retire: one not serving (starting, dead, restarting) first, then an idle
+        worker, then a busy one, so that scaling down never takes a live worker while a slot
+        that serves nothing is left."""
+        order = {WorkerState.STARTING: 0, WorkerState.DEAD: 0, WorkerState.READY: 1}
         return min(
             reversed(self._slots),
-            key=lambda slot: order.get(slot.worker.state, 2) if slot.worker else 1,
+            key=lambda slot: order.get(slot.worker.state, 2) if slot.worker else 0,
         )
 
     def _retire(self, slot: _Slot) -> None:
@@ -391,6 +394,41 @@ class WorkerPool:
                 return False
             await asyncio.sleep(0.05)
         return True
+
+    async def wait_started(self, count: int, timeout_s: float) -> bool:
+        """Start-up: wait until ``count`` workers (at least one, at most the target) are live;
+        False when a load failed or the time ran out first (the model then says not ready)."""
+        wanted = max(1, min(count, self.config.min_workers, self.config.max_workers))
+        deadline = time.monotonic() + timeout_s
+        while self.live_workers < wanted:
+            if self._closed or self.last_error is not None or time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
+
+    async def wait_live(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for a live worker while one is on its way (loading, or
+        restarting within that time after a crash); False at once when none is coming, or
+        when the latest load failed (a model that cannot load does not hold requests)."""
+        deadline = time.monotonic() + timeout_s
+        while not self.ready:
+            if time.monotonic() >= deadline or not self._coming(deadline):
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
+    def _coming(self, by: float) -> bool:
+        if self._closed or self.last_error is not None:
+            return False
+        for slot in self._slots:
+            worker = slot.worker
+            if worker is None or worker.state is WorkerState.STARTING:
+                return True
+            if worker.state is WorkerState.DEAD and slot.restart_at is None:
+                return True  # just died: its restart is being scheduled
+            if slot.restart_at is not None and slot.restart_at <= by:
+                return True
+        return False
 
     async def _autoscale(self) -> None:
         policy = self.config.policy
@@ -425,7 +463,7 @@ class WorkerPool:
                 self._depth,
             )
             worker.on_free = self._capacity.set
-            slot.worker = worker
+            slot.worker, slot.restart_at = worker, None
             self.workers.append(worker)
             try:
                 warm, slot.warm = slot.warm, None
@@ -458,7 +496,9 @@ class WorkerPool:
             if self._closed or slot.retired:
                 return
             self.restarts += 1
-            await asyncio.sleep(next(delays))
+            delay = next(delays)
+            slot.restart_at = time.monotonic() + delay
+            await asyncio.sleep(delay)
 
     async def acquire(self) -> Worker:
         """Reserve room on the least busy live worker, waiting until there is some."""
