@@ -22,6 +22,7 @@ CLIENT_CLOSED = 499  # no response was sent: the client went away first (nginx's
 MAX_NAME_FILTERS = 200
 # Requests whose handling stops when the client goes away after sending its whole body.
 _WATCHED = ("/predictions/", "/explanations/", "/v1/models/", "/v2/models/")
+WATCH_AFTER_S = 0.05  # a request unanswered this long (to twice it) watches for its client
 
 log = logging.getLogger("marserve.rest")
 
@@ -68,27 +69,28 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 class _DisconnectWatch:
-    """Once a request's body is in, waits for its client to go away before the answer starts,
-    and then cancels the request's task (its queued rows leave the queue with it)."""
+    """Once a request's body is in, watches for its client going away before the answer
+    starts, and then cancels the request's task (its queued rows leave the queue with it)."""
 
-    __slots__ = ("answered", "cancelled", "receive", "task", "watcher")
+    __slots__ = ("answered", "armed", "cancelled", "receive", "task", "watcher")
 
     def __init__(self, receive: Receive) -> None:
         self.receive = receive
         self.task = asyncio.current_task()
         self.watcher: asyncio.Task[None] | None = None
+        self.armed = False  # the whole body is in
         self.answered = False
         self.cancelled = False
 
     async def __call__(self) -> Message:
         message = await self.receive()
-        if (
-            self.watcher is None
-            and message["type"] == "http.request"
-            and not message.get("more_body")
-        ):
-            self.watcher = asyncio.get_running_loop().create_task(self._watch())
+        if message["type"] == "http.request" and not message.get("more_body"):
+            self.armed = True
         return message
+
+    def begin(self) -> None:
+        if self.watcher is None and not self.answered:
+            self.watcher = asyncio.get_running_loop().create_task(self._watch())
 
     async def _watch(self) -> None:
         message = await self.receive()
@@ -99,6 +101,39 @@ class _DisconnectWatch:
     def close(self) -> None:
         if self.watcher is not None and not self.watcher.done():
             self.watcher.cancel()
+
+
+class _Watches:
+    """The requests in flight: those still unanswered one tick after they arrived start to
+    watch their client. A quick answer costs a set insert, never a task or a timer (the front
+    is the serial bottleneck)."""
+
+    def __init__(self) -> None:
+        self._current: set[_DisconnectWatch] = set()
+        self._earlier: set[_DisconnectWatch] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def add(self, watch: _DisconnectWatch) -> None:
+        self._current.add(watch)
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+
+    def discard(self, watch: _DisconnectWatch) -> None:
+        self._current.discard(watch)
+        self._earlier.discard(watch)
+        watch.close()
+
+    async def _sweep(self) -> None:
+        try:
+            while self._current or self._earlier:
+                await asyncio.sleep(WATCH_AFTER_S)
+                for watch in self._earlier:
+                    if watch.armed:
+                        watch.begin()
+                self._earlier |= self._current
+                self._current = set()
+        finally:
+            self._sweeper = None
 
 
 class ObservedApp:
@@ -121,6 +156,7 @@ class ObservedApp:
         self.metrics = metrics
         self.access_log = access_log
         self.skip = frozenset(skip)
+        self._watches = _Watches()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.skip:
@@ -134,6 +170,7 @@ class ObservedApp:
         if scope["method"] in ("POST", "PUT") and scope["path"].startswith(_WATCHED):
             watch = _DisconnectWatch(receive)
             receive = watch
+            self._watches.add(watch)
 
         async def observed_send(message: Message) -> None:
             nonlocal status, done
@@ -156,7 +193,7 @@ class ObservedApp:
             status = 0
         finally:
             if watch is not None:
-                watch.close()
+                self._watches.discard(watch)
             if not done:
                 done = True
                 self.record(scope, status or CLIENT_CLOSED, time.perf_counter() - start)
