@@ -189,8 +189,15 @@ def test_a_request_during_the_only_workers_restart_waits_for_it(probe: RunningSe
     before = probe.worker_pids()
     crashed = probe.client.post("/predictions/probe", json={"exit": True})
     assert crashed.status_code == 500
+    # while its successor loads, every readiness endpoint says so, with KServe's codes
+    model = probe.client.get("/v1/models/probe")
+    assert (model.status_code, model.json()) == (503, {"name": "probe", "ready": False})
+    assert probe.client.get("/ping").status_code == 503
+    assert probe.client.get("/v2/health/ready").status_code == 503
     # the worker is gone and its successor is loading: this request waits, then runs on it
     answer = probe.client.post("/predictions/probe", json={"echo": "after"}, timeout=60)
     assert answer.status_code == 200, answer.text
     assert answer.json()["echo"] == "after"
     assert answer.json()["pid"] not in before
+    assert probe.client.get("/v1/models/probe").json() == {"name": "probe", "ready": True}
+    assert probe.client.get("/ping").json() == {"status": "Healthy"}
