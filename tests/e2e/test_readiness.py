@@ -201,3 +201,24 @@ def test_a_request_during_the_only_workers_restart_waits_for_it(probe: RunningSe
     assert answer.json()["pid"] not in before
     assert probe.client.get("/v1/models/probe").json() == {"name": "probe", "ready": True}
     assert probe.client.get("/ping").json() == {"status": "Healthy"}
+
+
+def test_a_model_scaled_to_zero_is_not_ready_but_the_server_is(
+    slow_start: tuple[RunningServer, Path],
+) -> None:
+    server, _ = slow_start
+    management = server.urls["management"]
+    try:
+        zero = httpx.put(f"{management}/models/slow?min_worker=0&max_worker=0&synchronous=true")
+        assert zero.status_code == 200, zero.text
+        assert server.client.get("/ping").json() == {"status": "Healthy"}
+        assert server.client.get("/v2/health/ready").status_code == 200
+        assert server.client.get("/v1/models/slow").status_code == 503
+        refused = server.client.post("/predictions/slow", json={})
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    finally:
+        back = httpx.put(
+            f"{management}/models/slow?min_worker=1&max_worker=1&synchronous=true", timeout=60
+        )
+        assert back.status_code == 200, back.text
+    assert server.client.post("/predictions/slow", json={}).status_code == 200

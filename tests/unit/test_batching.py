@@ -246,3 +246,22 @@ def test_withdrawn_rows_never_run_and_leave_no_unretrieved_errors() -> None:
         await batcher.stop()
 
     asyncio.run(scenario())
+
+
+def test_held_places_count_against_the_queue_until_released() -> None:
+    async def scenario() -> None:
+        slots = Slots(0)
+        batcher = make(slots, queue_limit=10)
+        batcher.hold(8)  # a request waiting for a restarting worker
+        assert batcher.depth == 8
+        with pytest.raises(QueueFull):
+            batcher.submit_all(list(range(3)))
+        with pytest.raises(PayloadTooLarge):
+            batcher.hold(11)
+        batcher.release(8)
+        futures = batcher.submit_all(list(range(8)))
+        assert batcher.depth == 8
+        batcher.withdraw(futures)
+        await batcher.stop()
+
+    asyncio.run(scenario())
