@@ -7,8 +7,6 @@ import contextlib
 import enum
 import itertools
 import logging
-import socket
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -20,6 +18,9 @@ from marserve.errors import InternalError, RequestTimeout, ServiceUnavailable
 from marserve.workers import wire
 from marserve.workers.messages import Batch, BatchResult, Loaded, LoadModel
 from marserve.workers.scaling import Load, ScalePolicy, ScaleState, decide
+from marserve.workers.spawn import Spawned, WarmProcesses, spawn_process
+
+__all__ = ["Spawned", "WarmProcesses", "Worker", "WorkerPool", "WorkerState", "spawn_process"]
 
 log = logging.getLogger("marserve.workers")
 
@@ -34,56 +35,6 @@ def backoff_delays() -> itertools.chain[float]:
         seq.append(a)
         a, b = b, a + b
     return itertools.chain(seq, itertools.repeat(BACKOFF_CAP_S))
-
-
-Spawned = tuple[asyncio.subprocess.Process, asyncio.StreamReader, asyncio.StreamWriter]
-
-
-async def spawn_process() -> Spawned:
-    """A fresh worker interpreter (spawn semantics) connected over an inherited socket pair."""
-    parent, child = socket.socketpair()
-    try:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "marserve.workers.child",
-            "--fd",
-            str(child.fileno()),
-            pass_fds=(child.fileno(),),
-            stdin=asyncio.subprocess.DEVNULL,
-        )
-    finally:
-        child.close()
-    reader, writer = await asyncio.open_connection(sock=parent)
-    return process, reader, writer
-
-
-class WarmProcesses:
-    """Worker processes started first thing, so that their ``import torch`` (the bulk of a cold
-    start) overlaps with the front's own start-up. Workers take them before spawning new ones."""
-
-    def __init__(self) -> None:
-        self._ready: list[Spawned] = []
-
-    async def start(self, count: int) -> None:
-        self._ready += await asyncio.gather(*(spawn_process() for _ in range(max(0, count))))
-
-    def take(self) -> Spawned | None:
-        while self._ready:
-            spawned = self._ready.pop()
-            if spawned[0].returncode is None:
-                return spawned
-        return None
-
-    async def close(self) -> None:
-        """Stop the ones nobody took."""
-        while self._ready:
-            process, _, writer = self._ready.pop()
-            writer.close()
-            if process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                await process.wait()
 
 
 class WorkerState(str, enum.Enum):
