@@ -272,27 +272,63 @@ def test_grpc_cancel_and_deadline_are_cancellations(server: RunningServer) -> No
 
 # KServe's clients --------------------------------------------------------------------------------
 # KServe's SDK and tritonclient both register protos named ``inference.*``: one process each.
-SDK_LIVE = """
-import asyncio, sys
-from kserve import InferenceRESTClient, RESTConfig
+SDK_SCRIPT = """
+import asyncio, json, sys
+import numpy as np
+from kserve import InferenceGRPCClient, InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
-async def live():
-    client = InferenceRESTClient(RESTConfig(protocol="v1"))
-    try:
-        print(await client.is_server_live(sys.argv[1]))
-    finally:
-        await client.close()
+def request():
+    tensor = InferInput("command", [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([json.dumps({"echo": 7})], dtype=np.object_))
+    return InferRequest(model_name="echo", infer_inputs=[tensor])
 
-asyncio.run(live())
+def answer(response):
+    output = response.outputs[0]
+    return [output.datatype, json.loads(output.as_numpy()[0])["echo"]]
+
+async def main(url, target):
+    seen = {}
+    v1 = InferenceRESTClient(RESTConfig(protocol="v1"))
+    seen["v1"] = [await v1.is_server_live(url), await v1.is_model_ready(url, "echo")]
+    await v1.close()
+    v2 = InferenceRESTClient(RESTConfig(protocol="v2"))
+    seen["v2"] = [
+        await v2.is_server_live(url),
+        await v2.is_server_ready(url),
+        await v2.is_model_ready(url, "echo"),
+        answer(await v2.infer(url, request(), model_name="echo")),
+    ]
+    await v2.close()
+    remote = InferenceGRPCClient(target)
+    seen["grpc"] = [
+        await remote.is_server_live(),
+        await remote.is_server_ready(),
+        await remote.is_model_ready("echo"),
+        answer(await remote.infer(request())),
+    ]
+    await remote.close()
+    print(json.dumps(seen))
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
 """
 
 
-def test_kserve_sdk_sees_the_server_live(server: RunningServer) -> None:
+def test_kserve_sdk_clients_see_the_server_live_ready_and_answering(
+    server: RunningServer,
+) -> None:
     answer = subprocess.run(
-        [sys.executable, "-c", SDK_LIVE, server.url], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", SDK_SCRIPT, server.url, server.grpc_target()],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
-    assert answer.returncode == 0, answer.stderr[-2000:]
-    assert answer.stdout.strip() == "True"
+    assert answer.returncode == 0, answer.stderr[-3000:]
+    seen = json.loads(answer.stdout.strip().splitlines()[-1])
+    assert seen == {
+        "v1": [True, True],
+        "v2": [True, True, True, ["BYTES", 7]],
+        "grpc": [True, True, True, ["BYTES", 7]],
+    }
     options = server.client.options("/")
     assert options.status_code == 200 and "openapi" in options.json()  # TorchServe's stays
 
