@@ -169,6 +169,9 @@ def test_scaling_down_stops_the_starting_worker_and_keeps_serving(
             assert answer.status_code == 200, answer.text
         assert server.client.get("/ping").status_code == 200
         assert _states(server) == ["READY"]
+        describe = httpx.get(f"{management}/models/slow").json()[0]
+        assert describe["lastError"] is None  # stopping a loading worker is not a failure
+        assert "failed to start" not in server.log()
     finally:
         flag.unlink(missing_ok=True)
 

@@ -421,8 +421,9 @@ class WorkerPool:
                 await worker.start(warm)
             except (WorkerLoadError, OSError) as exc:
                 self._first_attempt.set()
-                self.last_error = str(exc)
-                log.error("model %s: worker failed to start: %s", self._load.model_name, exc)
+                if not (slot.retired or self._closed):  # else stopped on purpose while loading
+                    self.last_error = str(exc)
+                    log.error("model %s: worker failed to start: %s", self._load.model_name, exc)
             else:
                 self._first_attempt.set()
                 self.last_error = None
