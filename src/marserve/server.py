@@ -28,6 +28,7 @@ from marserve.protocol.limits import DecodeLimits
 from marserve.registry import ModelRegistry
 from marserve.repository import ModelStore
 from marserve.rest.app import application, inference_routes, management_routes
+from marserve.rest.disconnect import CancelOnDisconnect
 from marserve.rest.guard import ConnectionLimits, check_fd_headroom, protocol_for
 from marserve.rest.metrics import ObservedApp, metrics_app, metrics_routes
 from marserve.rest.origin import BrowserGuard, BrowserPolicy
@@ -190,10 +191,13 @@ class Server:
         return "own"
 
     def _observed(self, app: Any) -> ObservedApp:
-        """An API app behind the browser guard (and CORS when configured), measured for
-        metrics and the access log (scrapes are not counted)."""
+        """An API app behind the browser guard (and CORS when configured), stopped when its
+        client leaves, measured for metrics and the access log (scrapes are not counted)."""
         return ObservedApp(
-            self._browser_safe(app), self.metrics, self.access_log, skip=("/metrics",)
+            CancelOnDisconnect(self._browser_safe(app)),
+            self.metrics,
+            self.access_log,
+            skip=("/metrics",),
         )
 
     def _browser_safe(self, app: Any) -> Any:

@@ -1,4 +1,5 @@
-"""The REST observer: a client leaving after its body cancels the request, counted as 499."""
+"""CancelOnDisconnect under the REST observer: a client leaving after its body cancels the
+request, which is counted as 499 and a cancellation; a client that stays gets its answer."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from marserve.metrics import ServerMetrics
 from marserve.registry import ModelRegistry
+from marserve.rest.disconnect import CancelOnDisconnect
 from marserve.rest.metrics import CLIENT_CLOSED, ObservedApp
 
 SCOPE = {"type": "http", "method": "POST", "path": "/predictions/m", "headers": []}
@@ -68,7 +70,7 @@ def _requests(metrics: ServerMetrics, status: str) -> float:
 def test_a_client_leaving_after_its_body_cancels_the_request() -> None:
     async def scenario() -> None:
         metrics, events = _metrics(), []
-        observed = ObservedApp(_app(5.0, events), metrics)
+        observed = ObservedApp(CancelOnDisconnect(_app(5.0, events)), metrics)
         client = Client(leaves=True)
         await asyncio.wait_for(observed(dict(SCOPE), client.receive, client.send), 3.0)
         assert events == ["cancelled"] and client.sent == []
@@ -87,7 +89,7 @@ def test_a_client_that_stays_gets_its_answer_and_nothing_is_left_running() -> No
         metrics, events = _metrics(), []
         for seconds in (0.0, 0.2):
             client = Client(leaves=False)
-            await ObservedApp(_app(seconds, events), metrics)(
+            await ObservedApp(CancelOnDisconnect(_app(seconds, events)), metrics)(
                 dict(SCOPE), client.receive, client.send
             )
             assert client.sent[0]["status"] == 200

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Collection, Mapping
@@ -20,9 +19,6 @@ from marserve.rest.errors import ERROR_KEY, EXCEPTION_HANDLERS, REQUEST_ID_KEY
 
 CLIENT_CLOSED = 499  # no response was sent: the client went away first (nginx's code)
 MAX_NAME_FILTERS = 200
-# Requests whose handling stops when the client goes away after sending its whole body.
-_WATCHED = ("/predictions/", "/explanations/", "/v1/models/", "/v2/models/")
-WATCH_AFTER_S = 0.05  # a request unanswered this long (to twice it) watches for its client
 
 log = logging.getLogger("marserve.rest")
 
@@ -68,74 +64,6 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-class _DisconnectWatch:
-    """Once a request's body is in, watches for its client going away before the answer
-    starts, and then cancels the request's task (its queued rows leave the queue with it)."""
-
-    __slots__ = ("answered", "armed", "cancelled", "receive", "task", "watcher")
-
-    def __init__(self, receive: Receive) -> None:
-        self.receive = receive
-        self.task = asyncio.current_task()
-        self.watcher: asyncio.Task[None] | None = None
-        self.armed = False  # the whole body is in
-        self.answered = False
-        self.cancelled = False
-
-    async def __call__(self) -> Message:
-        message = await self.receive()
-        if message["type"] == "http.request" and not message.get("more_body"):
-            self.armed = True
-        return message
-
-    def begin(self) -> None:
-        if self.watcher is None and not self.answered:
-            self.watcher = asyncio.get_running_loop().create_task(self._watch())
-
-    async def _watch(self) -> None:
-        message = await self.receive()
-        if message["type"] == "http.disconnect" and not self.answered and self.task is not None:
-            self.cancelled = True
-            self.task.cancel()
-
-    def close(self) -> None:
-        if self.watcher is not None and not self.watcher.done():
-            self.watcher.cancel()
-
-
-class _Watches:
-    """The requests in flight: those still unanswered one tick after they arrived start to
-    watch their client. A quick answer costs a set insert, never a task or a timer (the front
-    is the serial bottleneck)."""
-
-    def __init__(self) -> None:
-        self._current: set[_DisconnectWatch] = set()
-        self._earlier: set[_DisconnectWatch] = set()
-        self._sweeper: asyncio.Task[None] | None = None
-
-    def add(self, watch: _DisconnectWatch) -> None:
-        self._current.add(watch)
-        if self._sweeper is None:
-            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
-
-    def discard(self, watch: _DisconnectWatch) -> None:
-        self._current.discard(watch)
-        self._earlier.discard(watch)
-        watch.close()
-
-    async def _sweep(self) -> None:
-        try:
-            while self._current or self._earlier:
-                await asyncio.sleep(WATCH_AFTER_S)
-                for watch in self._earlier:
-                    if watch.armed:
-                        watch.begin()
-                self._earlier |= self._current
-                self._current = set()
-        finally:
-            self._sweeper = None
-
-
 class ObservedApp:
     """Wraps an ASGI app: metrics for every response, and an access line when the policy says.
 
@@ -156,7 +84,6 @@ class ObservedApp:
         self.metrics = metrics
         self.access_log = access_log
         self.skip = frozenset(skip)
-        self._watches = _Watches()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.skip:
@@ -166,19 +93,12 @@ class ObservedApp:
         scope[REQUEST_ID_KEY] = request_id_from(_header(scope, b"x-request-id"))
         status = 0
         done = False
-        watch = None
-        if scope["method"] in ("POST", "PUT") and scope["path"].startswith(_WATCHED):
-            watch = _DisconnectWatch(receive)
-            receive = watch
-            self._watches.add(watch)
 
         async def observed_send(message: Message) -> None:
             nonlocal status, done
             kind = message["type"]
             if kind == "http.response.start":
                 status = message["status"]
-                if watch is not None:
-                    watch.answered = True
             elif kind == "http.response.body" and not done and not message.get("more_body"):
                 done = True
                 self.record(scope, status, time.perf_counter() - start)
@@ -186,14 +106,7 @@ class ObservedApp:
 
         try:
             await self.app(scope, receive, observed_send)
-        except asyncio.CancelledError:
-            if watch is None or not watch.cancelled or watch.task is None:
-                raise
-            watch.task.uncancel()  # our own cancellation: the client left, nothing to answer
-            status = 0
         finally:
-            if watch is not None:
-                self._watches.discard(watch)
             if not done:
                 done = True
                 self.record(scope, status or CLIENT_CLOSED, time.perf_counter() - start)
