@@ -76,7 +76,7 @@ class DataPlane:
         pool = handle.pool
         batcher.hold(rows)
         try:
-            live = await pool.wait_live(pool.config.response_timeout_s)
+            live = await pool.wait_live(pool.config.response_timeout_s, lambda: self.draining)
         finally:
             batcher.release(rows)
         if not live or self.draining:

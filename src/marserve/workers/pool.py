@@ -357,13 +357,16 @@ class WorkerPool:
             await asyncio.sleep(0.01)
         return True
 
-    async def wait_live(self, timeout_s: float) -> bool:
+    async def wait_live(
+        self, timeout_s: float, give_up: Callable[[], bool] = lambda: False
+    ) -> bool:
         """Wait up to ``timeout_s`` for a live worker while one is on its way (loading, or
-        restarting within that time after a crash); False at once when none is coming, or
-        when the latest load failed (a model that cannot load does not hold requests)."""
+        restarting within that time after a crash); False at once when none is coming, when
+        the latest load failed (a model that cannot load does not hold requests), or as soon
+        as ``give_up()`` (the server is draining)."""
         deadline = time.monotonic() + timeout_s
         while not self.ready:
-            if time.monotonic() >= deadline or not self._coming(deadline):
+            if time.monotonic() >= deadline or give_up() or not self._coming(deadline):
                 return False
             await asyncio.sleep(0.02)
         return True
