@@ -227,7 +227,7 @@ def test_a_client_leaving_after_its_body_takes_its_rows_out_of_the_queue(
     settle(server)
     errors, before, count = server_errors(server), cancelled(server, "v1"), batches(server)
     pids = server.worker_pids()
-    body = json.dumps({"instances": [{"data": {"sleep": 2.0}}] * 2}).encode()
+    body = json.dumps({"instances": [{"data": {"sleep": 3.0}}] * 2}).encode()
     running = _raw(server, _post("/v1/models/echo:predict", body))  # on the worker
     wait_for(lambda: pending(server) == 0 and batches(server) == count + 2)
     queued = json.dumps({"instances": [{"data": {"echo": i}} for i in range(5)]}).encode()
