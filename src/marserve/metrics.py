@@ -41,6 +41,7 @@ from prometheus_client.process_collector import ProcessCollector
 from marserve.batching import QueueFull
 from marserve.custom_metrics import HandlerMetrics
 from marserve.errors import MarserveError, RequestTimeout
+from marserve.status import ErrorCode, status_of
 from marserve.system_metrics import GPU_FAMILIES, SystemMetrics
 from marserve.workers.messages import BatchResult
 from marserve.workers.pool import WorkerState
@@ -80,7 +81,8 @@ _SUFFIXES = {
     "info": ("_info",),
 }
 _REQUEST_LABELS = ("model", "version", "protocol", "verb", "status")
-CANCELLED_STATUS = 499  # the client went away first (nginx's code; REST and gRPC use it)
+# The client went away first (499, nginx's code), as REST and gRPC both report it.
+CANCELLED_STATUS = status_of(ErrorCode.CANCELLED).http
 
 
 _REJECTED = {401: "auth", 403: "auth", 413: "too_large", 429: "throttled", 503: "unavailable"}
