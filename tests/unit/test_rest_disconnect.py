@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
 from marserve.metrics import ServerMetrics
 from marserve.registry import ModelRegistry
@@ -97,5 +98,46 @@ def test_a_client_that_stays_gets_its_answer_and_nothing_is_left_running() -> No
         tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         await asyncio.sleep(0.15)  # the sweeper ends once nothing is in flight
         assert all(t.done() for t in tasks)
+
+    asyncio.run(scenario())
+
+
+def test_any_endpoint_whose_client_leaves_mid_body_answers_499_not_500() -> None:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from marserve.rest.errors import EXCEPTION_HANDLERS
+
+    async def reads(request: Request) -> Response:
+        return Response(await request.body())
+
+    app = Starlette(
+        routes=[Route("/models", reads, methods=["POST"])],
+        exception_handlers=dict(EXCEPTION_HANDLERS),
+    )
+
+    async def scenario() -> None:
+        metrics = _metrics()
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {**SCOPE, "path": "/models", "query_string": b"", "server": ("x", 1)}
+        await ObservedApp(app, metrics)(scope, receive, send)
+        assert sent[0]["status"] == CLIENT_CLOSED
+        text = metrics.exposition(None)[0].decode()
+        counts = {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name.startswith("Requests")
+        }
+        assert counts["Requests5XX"] == 0 and counts["Requests4XX"] == 1
 
     asyncio.run(scenario())
