@@ -121,11 +121,11 @@ class Server:
         self._listen()
         self._bind_grpc()
         await self.manager.load_startup_models()
-        if self.manager.warm is not None:
-            await self.manager.warm.close()  # pre-started workers that no model took
         await self._serve_bound()
         if self.grpc is not None:
             await self.grpc.start()
+        if self.manager.warm is not None:
+            await self.manager.warm.close()  # pre-started workers that no model took
         self._write_port_file()
 
     async def _serve_bound(self) -> None:
@@ -238,6 +238,7 @@ class Server:
             timeout_keep_alive=self.connection_limits.keep_alive_s,
             timeout_graceful_shutdown=30,
         )
+        config.load()  # now, while the models load, not on the way to the first answer
         server = _Uvicorn(config)
         self._servers.append(server)
         self._bound.append((server, sock))
