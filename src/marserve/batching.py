@@ -12,9 +12,9 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Generic, NoReturn, TypeVar
 
-from marserve.errors import InternalError, MarserveError, QueueFull
+from marserve.errors import InternalError, MarserveError, PayloadTooLarge, QueueFull
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -41,14 +41,15 @@ class DynamicBatcher(Generic[Slot, Item, Result]):
         self.queue_limit = queue_limit
         self._clock = clock
         self._queue: deque[tuple[Item, asyncio.Future[Result]]] = deque()
+        self._held = 0  # places held for requests waiting to be queued (see :meth:`hold`)
         self._not_empty = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
 
     @property
     def depth(self) -> int:
-        """Requests waiting for a slot."""
-        return len(self._queue)
+        """Requests waiting for a slot (and places held for requests about to be queued)."""
+        return len(self._queue) + self._held
 
     @property
     def idle(self) -> bool:
@@ -61,12 +62,56 @@ class DynamicBatcher(Generic[Slot, Item, Result]):
 
     def submit(self, item: Item) -> asyncio.Future[Result]:
         """Queue an item; the future resolves to its result. Raises QueueFull at once."""
-        if len(self._queue) >= self.queue_limit:
-            raise QueueFull("Model queue is full, retry later", headers={"Retry-After": "1"})
+        if len(self._queue) + self._held >= self.queue_limit:
+            self._refuse(1)
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
         self._not_empty.set()
         return future
+
+    def submit_all(self, items: Sequence[Item]) -> list[asyncio.Future[Result]]:
+        """Queue every item of one request, or none of them (see :meth:`_refuse`)."""
+        if len(self._queue) + self._held + len(items) > self.queue_limit:
+            self._refuse(len(items))
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Result]] = [loop.create_future() for _ in items]
+        self._queue.extend(zip(items, futures, strict=True))
+        self._not_empty.set()
+        return futures
+
+    def hold(self, count: int) -> None:
+        """Hold ``count`` places for a request that waits before it is queued (refused as
+        :meth:`submit_all` would be); :meth:`release` them right before queueing it."""
+        if len(self._queue) + self._held + count > self.queue_limit:
+            self._refuse(count)
+        self._held += count
+
+    def release(self, count: int) -> None:
+        self._held = max(0, self._held - count)
+
+    def _refuse(self, count: int) -> NoReturn:
+        """413 when ``count`` rows can never fit in the queue; 503 with Retry-After when they
+        could once it drains."""
+        if count > self.queue_limit:
+            raise PayloadTooLarge(
+                f"The request has {count} rows but the model's job queue holds "
+                f"{self.queue_limit} (jobQueueSize): send at most {self.queue_limit} per request"
+            )
+        raise QueueFull("Model queue is full, retry later", headers={"Retry-After": "1"})
+
+    def withdraw(self, futures: Sequence[asyncio.Future[Result]]) -> None:
+        """A request failed or its caller went away: its rows leave the queue (their futures
+        are cancelled), and errors its other rows already got count as seen."""
+        queued = False
+        for future in futures:
+            if not future.done():
+                future.cancel()
+            if future.cancelled():
+                queued = True
+            else:
+                future.exception()
+        if queued:
+            self._queue = deque(entry for entry in self._queue if not entry[1].done())
 
     async def _next(self, deadline: float | None) -> tuple[Item, asyncio.Future[Result]] | None:
         """The next live entry; waits until ``deadline`` (None: forever)."""

@@ -10,11 +10,15 @@ import numpy as np
 import orjson
 
 from marserve import __version__
+from marserve.batching import DynamicBatcher
 from marserve.errors import MarserveError, ServiceUnavailable, from_http_status
 from marserve.ids import new_request_id
 from marserve.registry import Job, ModelHandle, ModelRegistry
 from marserve.types import InferRequest, InferResponse, Tensor
 from marserve.workers.messages import ItemResult
+from marserve.workers.pool import Worker
+
+Batcher = DynamicBatcher[Worker, Job, ItemResult]
 
 SERVER_NAME = "marserve"
 PREDICT_OUTPUT = "predict"
@@ -35,16 +39,15 @@ class DataPlane:
 
     def ready(self) -> bool:
         """Ready when not draining and every model that keeps workers has a live one (a model
-        registered with 0 workers, as TorchServe registers by default, asks for none)."""
-        return not self.draining and all(
-            handle.ready or handle.pool.config.min_workers == 0 for handle in self.registry
-        )
+        scaled to zero workers is not ready itself, but does not make the server unready)."""
+        return not self.draining and all(h.ready or h.pool.target == 0 for h in self.registry)
 
     def model(self, name: str, version: str | None = None) -> ModelHandle:
         return self.registry.get(name, version)
 
     def model_ready(self, name: str, version: str | None = None) -> bool:
-        return self.registry.get(name, version).ready
+        """A live worker, and a server that is not draining (404 for an unknown model)."""
+        return self.registry.get(name, version).ready and not self.draining
 
     def server_metadata(self) -> dict[str, Any]:
         return {
@@ -59,29 +62,38 @@ class DataPlane:
             "name": handle.name,
             "versions": [h.version for h in self.registry.versions(handle.name)],
             "platform": "pytorch",
-            "inputs": [{"name": "input-0", "datatype": "BYTES", "shape": [-1]}],
-            "outputs": [{"name": PREDICT_OUTPUT, "datatype": "BYTES", "shape": [-1]}],
+            "inputs": handle.signature.inputs,
+            "outputs": handle.signature.outputs,
         }
 
     # inference -------------------------------------------------------------------------------
-    def _check_ready(self, handle: ModelHandle) -> None:
+    async def _admit(self, handle: ModelHandle, batcher: Batcher, rows: int) -> None:
+        """Refuse while draining; while a worker is on its way (restart, load), wait for it up
+        to the model's response timeout rather than fail at once, holding the request's places
+        in the queue meanwhile (so waiting requests are bounded by ``jobQueueSize`` too)."""
         if self.draining:
             raise ServiceUnavailable("The server is shutting down", headers={"Retry-After": "1"})
-        if not handle.ready:
+        pool = handle.pool
+        batcher.hold(rows)
+        try:
+            live = await pool.wait_live(pool.config.response_timeout_s, lambda: self.draining)
+        finally:
+            batcher.release(rows)
+        if not live or self.draining:
             raise ServiceUnavailable(
                 f"Model {handle.name} is not ready: no live worker", headers={"Retry-After": "1"}
             )
 
     async def run_jobs(self, handle: ModelHandle, jobs: Sequence[Job], verb: str) -> list[Any]:
         """Queue every job on the model's batcher and return the handler's values in order."""
-        self._check_ready(handle)
         batcher = handle.batcher(verb)
-        futures = [batcher.submit(job) for job in jobs]
+        if self.draining or not handle.ready:
+            await self._admit(handle, batcher, len(jobs))
+        futures = batcher.submit_all(jobs)
         try:
             results = await asyncio.gather(*futures)
         except BaseException:
-            for future in futures:
-                future.cancel()
+            batcher.withdraw(futures)
             raise
         return [_value_of(result) for result in results]
 
@@ -98,12 +110,14 @@ class DataPlane:
         """TorchServe's ``/predictions``: one request, one handler row, the raw item result."""
         handle = self.registry.get(name, version)
         job = Job(data, request_id or new_request_id(), dict(headers))
-        self._check_ready(handle)
-        future = handle.batcher(verb).submit(job)
+        batcher = handle.batcher(verb)
+        if self.draining or not handle.ready:
+            await self._admit(handle, batcher, 1)
+        future = batcher.submit(job)
         try:
             result = await future
         except BaseException:
-            future.cancel()
+            batcher.withdraw((future,))
             raise
         if result.status >= 400:
             raise from_http_status(result.message or "Prediction failed", result.status)
@@ -133,6 +147,7 @@ class DataPlane:
             outputs = _explain_outputs(values)
         else:
             outputs = [_tensor_of(PREDICT_OUTPUT if verb == "predict" else verb, values)]
+            handle.signature.observe(request.inputs, outputs)
         return InferResponse(
             model_name=handle.name,
             model_version=handle.version,

@@ -87,6 +87,12 @@ class InternalError(MarserveError):
     code = ErrorCode.INTERNAL
 
 
+class ClientClosed(MarserveError):
+    """The client went away (mid-body, or before its answer): no response can reach it."""
+
+    code = ErrorCode.CANCELLED
+
+
 class ArchiveError(InvalidInput):
     """A model archive is malformed or hostile; the message names the archive and member."""
 

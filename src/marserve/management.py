@@ -106,13 +106,34 @@ class ModelManager:
         return sources
 
     async def load_startup_models(self) -> None:
+        """Load the start-up models and wait until each can serve (a snapshot's ``minWorkers``
+        live, or one worker; or its load failed): the server listens only then, as TorchServe
+        does."""
         sources = self.startup_sources()
         planned = sum(
             cfg.min_workers if cfg else self.auto_workers for cfg in (s.config for s in sources)
         )
         self._threads = self._torch_threads(planned)
-        for source in sources:
-            await self.load(source)
+        handles = [await self.load(source) for source in sources]
+        # A snapshot's minWorkers is the user's word: all of them. Models named by load_models
+        # or --models get one worker per CPU by default, so they wait for one (it serves; the
+        # others load behind it) and cold start does not grow with the machine's size.
+        started = await asyncio.gather(
+            *(
+                h.pool.wait_started(
+                    h.config.min_workers if s.config else 1, float(h.config.startup_timeout_s)
+                )
+                for h, s in zip(handles, sources, strict=True)
+            )
+        )
+        for handle, ok in zip(handles, started, strict=True):
+            if not ok:
+                log.warning(
+                    "model %s version %s is not ready at start-up: %s",
+                    handle.name,
+                    handle.version,
+                    handle.pool.last_error or "its workers are still loading",
+                )
 
     @property
     def auto_workers(self) -> int:

@@ -15,6 +15,7 @@ from marserve.batching import DynamicBatcher
 from marserve.errors import MarserveError, ModelNotFound, ServiceUnavailable, from_http_status
 from marserve.observability.model_state import BatchObserver, ModelObserver, ModelSnapshot
 from marserve.settings import ModelConfig
+from marserve.signature import Signature
 from marserve.workers.messages import Batch, ItemResult
 from marserve.workers.pool import Worker, WorkerPool, WorkerState
 
@@ -44,9 +45,11 @@ class ModelHandle:
     queue_limit: int
     batchers: dict[str, DynamicBatcher[Worker, Job, ItemResult]] = field(default_factory=dict)
     metrics: BatchObserver | None = None  # set when registered with a server's metrics
+    signature: Signature = field(init=False)
 
     def __post_init__(self) -> None:
         self.pool.pending = lambda: self.queue_depth
+        self.signature = Signature(self.config.yaml_config)
 
     @property
     def ready(self) -> bool:

@@ -29,6 +29,7 @@ from marserve.protocol.limits import DecodeLimits
 from marserve.registry import ModelRegistry
 from marserve.repository import ModelStore
 from marserve.rest.app import application, inference_routes, management_routes
+from marserve.rest.disconnect import CancelOnDisconnect
 from marserve.rest.guard import ConnectionLimits, check_fd_headroom, protocol_for
 from marserve.rest.metrics import ObservedApp, metrics_app, metrics_routes
 from marserve.rest.origin import BrowserGuard, BrowserPolicy
@@ -57,8 +58,7 @@ def bind(address: Address) -> socket.socket:
     family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((address.host, address.port))
-    sock.listen(2048)
+    sock.bind((address.host, address.port))  # listen() comes when the server starts serving
     sock.setblocking(False)
     return sock
 
@@ -101,6 +101,7 @@ class Server:
         )
         self.grpc: GrpcListeners | None = None
         self._servers: list[_Uvicorn] = []
+        self._bound: list[tuple[_Uvicorn, socket.socket]] = []  # to serve once models are ready
         self._serving: list[asyncio.Task[None]] = []
         self.urls: dict[str, str] = {}
         self._stopped = asyncio.Event()
@@ -117,13 +118,31 @@ class Server:
 
     # lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
-        """Bind the listeners first (so a client can poll readiness), then load every model."""
+        """Bind every port first (a port in use fails at once), load the start-up models and
+        wait for their workers, then listen: as in TorchServe, a client (or a TCP readiness
+        probe) that reaches a port finds the start-up models ready, never a 404 or 503."""
         self._listen()
-        await self._start_grpc()
+        self._bind_grpc()
         await self.manager.load_startup_models()
+        await self._serve_bound()
+        if self.grpc is not None:
+            await self.grpc.start()
         if self.manager.warm is not None:
             await self.manager.warm.close()  # pre-started workers that no model took
         self._write_port_file()
+
+    async def _serve_bound(self) -> None:
+        """Start the HTTP servers on their bound sockets and wait until they listen."""
+        loop = asyncio.get_running_loop()
+        bound, self._bound = self._bound, []
+        for server, sock in bound:
+            self._serving.append(loop.create_task(server.serve(sockets=[sock])))
+        while not all(server.started for server, _ in bound):
+            failed = [task for task in self._serving if task.done()]
+            if failed:
+                await failed[0]  # raises what stopped it
+                raise OSError("an HTTP listener stopped while starting")
+            await asyncio.sleep(0.005)
 
     def _listen(self) -> None:
         """Inference and management listeners; one app when both share an address."""
@@ -175,10 +194,13 @@ class Server:
         return "own"
 
     def _observed(self, app: Any) -> ObservedApp:
-        """An API app behind the browser guard (and CORS when configured), measured for
-        metrics and the access log (scrapes are not counted)."""
+        """An API app behind the browser guard (and CORS when configured), stopped when its
+        client leaves, measured for metrics and the access log (scrapes are not counted)."""
         return ObservedApp(
-            self._browser_safe(app), self.metrics, self.access_log, skip=("/metrics",)
+            CancelOnDisconnect(self._browser_safe(app)),
+            self.metrics,
+            self.access_log,
+            skip=("/metrics",),
         )
 
     def _browser_safe(self, app: Any) -> Any:
@@ -194,8 +216,8 @@ class Server:
             allow_headers=settings.cors_allowed_headers or ("*",),
         )
 
-    async def _start_grpc(self) -> None:
-        """gRPC listeners (v2 and TorchServe inference, TorchServe management)."""
+    def _bind_grpc(self) -> None:
+        """gRPC listeners (v2 and TorchServe inference, TorchServe management), bound."""
         from marserve.grpc import prepare_runtime
 
         prepare_runtime()
@@ -204,7 +226,7 @@ class Server:
         self.grpc = GrpcListeners(
             self.settings, self.dataplane, self.manager, self.auth, self.limits, self.metrics
         )
-        self.urls.update(await self.grpc.start())
+        self.urls.update(self.grpc.bind())
 
     def _protocol(self, address: Address) -> type[asyncio.Protocol]:
         """The connection protocol of a listener: HTTPS ones take TLS only (``rest.tls``)."""
@@ -229,9 +251,10 @@ class Server:
             timeout_keep_alive=self.connection_limits.keep_alive_s,
             timeout_graceful_shutdown=30,
         )
+        config.load()  # now, while the models load, not on the way to the first answer
         server = _Uvicorn(config)
         self._servers.append(server)
-        self._serving.append(asyncio.get_running_loop().create_task(server.serve(sockets=[sock])))
+        self._bound.append((server, sock))
         return bound_url(address, sock)
 
     def _write_port_file(self) -> None:
@@ -253,6 +276,8 @@ class Server:
     async def stop(self) -> None:
         """Drain: readiness turns 503, listeners stop, in-flight requests finish, workers exit."""
         self.dataplane.draining = True
+        for _, sock in self._bound:  # bound, never served (start-up did not finish)
+            sock.close()
         for server in self._servers:
             server.should_exit = True
         grpc_stop = [self.grpc.stop()] if self.grpc is not None else []

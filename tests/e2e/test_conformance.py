@@ -302,12 +302,15 @@ def test_metadata(transport: Any) -> None:
         "version": __version__,
         "extensions": ["binary_tensor_data", "model_repository"],
     }
+    # the archive declares no signature: metadata reports what a prediction took and returned
+    tensor = Input("input-0", "FP32", [1, 28, 28], seed_tensor())
+    transport.infer(Request("mnist", [tensor]))
     expected = {
         "name": "mnist",
         "versions": ["1.0"],
         "platform": "pytorch",
-        "inputs": [{"name": "input-0", "datatype": "BYTES", "shape": [-1]}],
-        "outputs": [{"name": "predict", "datatype": "BYTES", "shape": [-1]}],
+        "inputs": [{"name": "input-0", "datatype": "FP32", "shape": [-1, 28, 28]}],
+        "outputs": [{"name": "predict", "datatype": "INT64", "shape": [-1]}],
     }
     assert transport.model_metadata("mnist") == expected
     assert transport.model_metadata("mnist", "1.0") == expected

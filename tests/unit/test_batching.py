@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import pytest
 
 from marserve.batching import DynamicBatcher, QueueFull
-from marserve.errors import InternalError, RequestTimeout
+from marserve.errors import InternalError, PayloadTooLarge, RequestTimeout
 
 
 class Slots:
@@ -173,6 +173,95 @@ def test_fail_pending_answers_queued_callers() -> None:
         batcher.fail_pending(RequestTimeout("stopping"))
         outcomes = await asyncio.gather(*futures, return_exceptions=True)
         assert all(isinstance(o, RequestTimeout) for o in outcomes)
+        await batcher.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_request_whose_rows_can_never_fit_is_refused_413_and_queues_nothing() -> None:
+    async def scenario() -> None:
+        slots = Slots(0)  # no slot: nothing leaves the queue
+        batcher = make(slots, queue_limit=10)
+        with pytest.raises(PayloadTooLarge) as refused:
+            batcher.submit_all(list(range(11)))
+        assert refused.value.http_status == 413
+        assert "jobQueueSize" in refused.value.message and "11" in refused.value.message
+        assert batcher.depth == 0
+        await batcher.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_request_that_could_fit_later_gets_503_retry_after_and_queues_nothing() -> None:
+    async def scenario() -> None:
+        slots = Slots(0)
+        batcher = make(slots, queue_limit=10)
+        first = batcher.submit_all(list(range(6)))
+        with pytest.raises(QueueFull) as refused:
+            batcher.submit_all(list(range(5)))
+        assert refused.value.http_status == 503
+        assert refused.value.headers == {"Retry-After": "1"}
+        assert batcher.depth == 6
+        batcher.withdraw(first)
+        assert batcher.depth == 0
+        await batcher.stop()
+
+    asyncio.run(scenario())
+
+
+def test_withdrawn_rows_never_run_and_leave_no_unretrieved_errors() -> None:
+    async def scenario() -> None:
+        seen: list[dict[str, object]] = []
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _loop, context: seen.append(context))
+        ran: list[list[int]] = []
+        gate = asyncio.Event()
+
+        async def run(slot: int, items: list[int]) -> Sequence[int]:
+            ran.append(list(items))
+            await gate.wait()
+            raise RequestTimeout("the batch failed")
+
+        slots = Slots(1)
+        batcher: DynamicBatcher[int, int, int] = DynamicBatcher(
+            slots.acquire, run, max_size=2, max_delay=0.0, queue_limit=100
+        )
+        batcher.start()
+        futures = batcher.submit_all(list(range(6)))
+        while not ran:
+            await asyncio.sleep(0.005)
+        gate.set()
+        with pytest.raises(RequestTimeout):
+            await asyncio.gather(*futures)
+        batcher.withdraw(futures)
+        assert batcher.depth == 0
+        await asyncio.sleep(0.05)
+        assert ran == [[0, 1]]  # the rest of the request left the queue with it
+        del futures
+        import gc
+
+        gc.collect()
+        await asyncio.sleep(0)
+        assert not [c for c in seen if "never retrieved" in str(c.get("message"))]
+        await batcher.stop()
+
+    asyncio.run(scenario())
+
+
+def test_held_places_count_against_the_queue_until_released() -> None:
+    async def scenario() -> None:
+        slots = Slots(0)
+        batcher = make(slots, queue_limit=10)
+        batcher.hold(8)  # a request waiting for a restarting worker
+        assert batcher.depth == 8
+        with pytest.raises(QueueFull):
+            batcher.submit_all(list(range(3)))
+        with pytest.raises(PayloadTooLarge):
+            batcher.hold(11)
+        batcher.release(8)
+        futures = batcher.submit_all(list(range(8)))
+        assert batcher.depth == 8
+        batcher.withdraw(futures)
         await batcher.stop()
 
     asyncio.run(scenario())

@@ -127,6 +127,7 @@ class Guard:
                 raise
             except asyncio.CancelledError:
                 outcome.status = CLIENT_CLOSED
+                log.debug("gRPC %s: the client cancelled or its deadline passed", method)
                 raise
             except Exception as exc:
                 await outcome.fail(context, method, exc)
@@ -146,6 +147,7 @@ class Guard:
                 raise
             except asyncio.CancelledError:
                 outcome.status = CLIENT_CLOSED
+                log.debug("gRPC %s: the client cancelled or its deadline passed", method)
                 raise
             except Exception as exc:
                 await outcome.fail(context, method, exc)

@@ -156,8 +156,9 @@ class GrpcListeners:
             raise OSError(f"cannot listen for gRPC on {target}")
         return dataclasses.replace(address, port=port).url
 
-    async def start(self) -> dict[str, str]:
-        """Bind and start every listener; the bound URLs by name (``grpc_inference``, ...)."""
+    def bind(self) -> dict[str, str]:
+        """Build and bind every listener (a port in use fails here); the bound URLs by name
+        (``grpc_inference``, ...). Calls are answered once :meth:`start` has run."""
         inference = self.settings.grpc_inference_address
         management = self.settings.grpc_management_address
         shared = inference == management and inference.port != 0
@@ -172,11 +173,15 @@ class GrpcListeners:
             extra = self.settings.kserve_grpc_port
             if name == "grpc_inference" and extra is not None:
                 urls["grpc_kserve"] = self._bind(server, dataclasses.replace(address, port=extra))
-            await server.start()
             self._servers.append(server)
         if shared:
             urls["grpc_management"] = urls["grpc_inference"]
         return urls
+
+    async def start(self) -> None:
+        """Start answering on the listeners :meth:`bind` made."""
+        for server in self._servers:
+            await server.start()
 
     async def stop(self, grace: float = DRAIN_GRACE_S) -> None:
         """Refuse new calls, let in-flight ones finish for up to ``grace`` seconds, then close."""

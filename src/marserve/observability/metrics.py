@@ -13,6 +13,7 @@ Families, by origin:
   version, protocol, verb, status), ``marserve_queue_wait_seconds``, ``marserve_batch_size``,
   ``marserve_queue_depth``, ``marserve_model_ready``, ``marserve_workers`` (by state),
   ``marserve_worker_restarts_total``, ``marserve_rejected_requests_total`` (reason),
+  ``marserve_cancelled_requests_total`` (model, version, protocol),
   ``marserve_handler_metrics_dropped_total``.
 - KServe: ``request_{preprocess,predict,postprocess,explain}_seconds`` (model_name), per batch.
 - TorchServe: ``Requests2XX/4XX/5XX``, ``ts_inference_requests_total``,
@@ -41,11 +42,12 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from marserve.errors import QueueFull, RequestTimeout
+from marserve.errors import MarserveError, QueueFull, RequestTimeout
 from marserve.observability.custom_metrics import HandlerMetrics
 from marserve.observability.model_state import ModelSource, ModelState, WorkerLoadTimes
 from marserve.observability.system_metrics import GPU_FAMILIES, SystemMetrics
 from marserve.observability.torchserve_text import help_text, render
+from marserve.status import ErrorCode, status_of
 from marserve.workers.messages import BatchResult
 
 LATENCY_BUCKETS = (
@@ -80,6 +82,8 @@ _SUFFIXES = {
     "info": ("_info",),
 }
 _REQUEST_LABELS = ("model", "version", "protocol", "verb", "status")
+# The client went away first (499, nginx's code), as REST and gRPC both report it.
+CANCELLED_STATUS = status_of(ErrorCode.CANCELLED).http
 
 
 _REJECTED = {401: "auth", 403: "auth", 413: "too_large", 429: "throttled", 503: "unavailable"}
@@ -115,6 +119,7 @@ class ModelMetrics:
         self._requests: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._rejected: dict[str, Any] = {}
         self.ts = server.compat.series(name, version)
+        self._cancelled: dict[str, Any] = {}
         if name:
             self._queue_wait = server.queue_wait.labels(name, version)
             self._batch_size = server.batch_size.labels(name, version)
@@ -139,6 +144,14 @@ class ModelMetrics:
         child = self._rejected.get(reason)
         if child is None:
             child = self._rejected[reason] = self._server.rejected.labels(self.name, reason)
+        child.inc()
+
+    def cancel(self, protocol: str) -> None:
+        """The client went away before its answer (HTTP disconnect, gRPC cancel or deadline)."""
+        child = self._cancelled.get(protocol)
+        if child is None:
+            labels = (self.name, self.version, protocol)
+            child = self._cancelled[protocol] = self._server.cancelled.labels(*labels)
         child.inc()
 
     def observe_dispatch(self, waits: Sequence[float]) -> None:
@@ -188,6 +201,8 @@ class ModelMetrics:
             server.request_duration.remove(*values)
         for reason in self._rejected:
             server.rejected.remove(self.name, reason)
+        for protocol in self._cancelled:
+            server.cancelled.remove(self.name, self.version, protocol)
         if self.name:
             for metric in (server.queue_wait, server.batch_size, server.handler_metrics_dropped):
                 metric.remove(self.name, self.version)
@@ -364,6 +379,12 @@ class ServerMetrics:
             ("model", "reason"),
             registry=r,
         )
+        self.cancelled = Counter(
+            "marserve_cancelled_requests",
+            "Requests whose client went away before the answer (disconnect, gRPC cancel)",
+            ("model", "version", "protocol"),
+            registry=r,
+        )
         self.handler_metrics_dropped = Counter(
             "marserve_handler_metrics_dropped",
             "Handler metric values dropped (bad name, type clash, too many series)",
@@ -434,6 +455,8 @@ class ServerMetrics:
         metrics = self.resolve(model, version)
         metrics.observe_request(protocol, verb, status, seconds)
         self.observe_status(status)
+        if status == CANCELLED_STATUS:
+            metrics.cancel(protocol)
         if status >= 400:
             reason = rejection_reason(status, error)
             if reason is not None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
-from marserve.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from marserve.errors import ClientClosed, InvalidInput, PayloadTooLarge, UnsupportedMediaType
 
 _PICKLE_TYPES = ("application/x-python-pickle", "application/python-pickle", "application/pickle")
 
@@ -22,17 +22,20 @@ async def read_body(request: Request, limit: int) -> bytes:
     if encoding not in ("", "identity"):
         raise UnsupportedMediaType(f"Unsupported content encoding: {encoding[:50]}")
     declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise InvalidInput("Invalid Content-Length header")
-        if int(declared) > limit:
-            raise _too_large(limit)
-        return await request.body()
-    chunks: list[bytes] = []
-    total = 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
+    try:
+        if declared is not None:
+            if not declared.isdigit():
+                raise InvalidInput("Invalid Content-Length header")
+            if int(declared) > limit:
+                raise _too_large(limit)
+            return await request.body()
+        chunks: list[bytes] = []
+        total = 0
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limit:
+                raise _too_large(limit)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ClientClosed("The client disconnected before the end of the request body") from None
     return b"".join(chunks)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from marserve.errors import MarserveError
+from marserve.errors import ClientClosed, MarserveError
 from marserve.protocol.torchserve import encode_ts_error
 from marserve.protocol.v2_json import encode_error
 from marserve.status import code_for_http, status_of
@@ -49,6 +49,11 @@ async def on_http_exception(request: Request, exc: Exception) -> Response:
     return error_response(request.url.path, exc.status_code, message, dict(exc.headers or {}))
 
 
+async def on_client_disconnect(request: Request, exc: Exception) -> Response:
+    """A body read the client abandoned (any endpoint): 499, no traceback, never a 5xx."""
+    return await on_marserve_error(request, ClientClosed("The client disconnected"))
+
+
 async def on_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return error_response(request.url.path, 500, "Internal server error")
@@ -57,5 +62,6 @@ async def on_unexpected(request: Request, exc: Exception) -> Response:
 EXCEPTION_HANDLERS = {
     MarserveError: on_marserve_error,
     HTTPException: on_http_exception,
+    ClientDisconnect: on_client_disconnect,
     Exception: on_unexpected,
 }

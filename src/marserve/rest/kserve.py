@@ -19,6 +19,7 @@ from marserve.types import InferRequest
 
 _JSON = "application/json"
 _V1_VERBS = frozenset({"predict", "explain"})
+_ALIVE = b'{"status":"alive"}'
 
 
 def _json(obj: object, status: int = 200) -> Response:
@@ -44,13 +45,18 @@ class KServeRoutes:
         self.max_request_size = max_request_size
         self.limits = limits
 
+    async def alive(self, request: Request) -> Response:
+        """``GET /``: KServe's model server liveness body (its SDK's ``is_server_live``)."""
+        return Response(_ALIVE, media_type=_JSON)
+
     # v1 -------------------------------------------------------------------------------------
     async def v1_list(self, request: Request) -> Response:
         return _json({"models": self.dataplane.registry.names()})
 
     async def v1_model(self, request: Request) -> Response:
         name = request.path_params["name"]
-        return _json({"name": name, "ready": self.dataplane.model_ready(name)})
+        ready = self.dataplane.model_ready(name)
+        return _json({"name": name, "ready": ready}, 200 if ready else 503)  # as KServe does
 
     async def v1_verb(self, request: Request) -> Response:
         name, _, verb = request.path_params["name_verb"].rpartition(":")
@@ -123,10 +129,12 @@ class KServeRoutes:
         model = "/v2/models/{name}"
         versioned = "/v2/models/{name}/versions/{version}"
         routes = [
+            Route("/", self.alive, methods=["GET"]),
             Route("/v1/models", self.v1_list, methods=["GET"]),
             Route("/v1/models/{name_verb}", self.v1_verb, methods=["POST"]),
             Route("/v1/models/{name}", self.v1_model, methods=["GET"]),
             Route("/v2", self.server_metadata, methods=["GET"]),
+            Route("/v2/models", self.v1_list, methods=["GET"]),  # KServe lists models there too
             Route("/v2/health/live", self.live, methods=["GET"]),
             Route("/v2/health/ready", self.ready, methods=["GET"]),
         ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Collection, Mapping
 from typing import Any
@@ -19,6 +20,8 @@ from marserve.rest.openapi import metrics_openapi_response
 
 CLIENT_CLOSED = 499  # no response was sent: the client went away first (nginx's code)
 MAX_NAME_FILTERS = 200
+
+log = logging.getLogger("marserve.rest")
 
 Kind = tuple[str, str, str | None, str | None]  # protocol, verb, model, version
 
@@ -112,6 +115,8 @@ class ObservedApp:
 
     def record(self, scope: Scope, status: int, seconds: float) -> None:
         kind = classify(scope["method"], scope["path"], scope.get("path_params") or {})
+        if status == CLIENT_CLOSED:
+            log.debug("client went away: %s %s", scope["method"], scope["path"][:200])
         error = scope.get(ERROR_KEY)
         model = version = protocol = ""
         if kind is None:

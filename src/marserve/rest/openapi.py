@@ -14,6 +14,7 @@ from marserve import __version__
 # (method, path, summary) for every inference-side endpoint marserve serves.
 ENDPOINTS: tuple[tuple[str, str, str], ...] = (
     ("options", "/", "This API description."),
+    ("get", "/", 'KServe liveness: {"status": "alive"}.'),
     ("get", "/ping", "Health: Healthy when every model has a live worker."),
     ("post", "/predictions/{model_name}", "Predict with the default version of a model."),
     ("post", "/predictions/{model_name}/{model_version}", "Predict with a model version."),
@@ -25,6 +26,7 @@ ENDPOINTS: tuple[tuple[str, str, str], ...] = (
     ("get", "/v2", "Open Inference Protocol: server metadata."),
     ("get", "/v2/health/live", "Open Inference Protocol: liveness."),
     ("get", "/v2/health/ready", "Open Inference Protocol: readiness."),
+    ("get", "/v2/models", "KServe v2: list models."),
     ("get", "/v2/models/{model_name}", "Open Inference Protocol: model metadata."),
     ("get", "/v2/models/{model_name}/ready", "Open Inference Protocol: model readiness."),
     ("post", "/v2/models/{model_name}/infer", "Open Inference Protocol: inference."),

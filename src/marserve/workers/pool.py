@@ -7,8 +7,6 @@ import contextlib
 import enum
 import itertools
 import logging
-import socket
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -20,6 +18,9 @@ from marserve.errors import InternalError, RequestTimeout, ServiceUnavailable
 from marserve.workers import wire
 from marserve.workers.messages import Batch, BatchResult, Loaded, LoadModel
 from marserve.workers.scaling import Load, ScalePolicy, ScaleState, decide
+from marserve.workers.spawn import Spawned, WarmProcesses, spawn_process
+
+__all__ = ["Spawned", "WarmProcesses", "Worker", "WorkerPool", "WorkerState", "spawn_process"]
 
 log = logging.getLogger("marserve.workers")
 
@@ -34,56 +35,6 @@ def backoff_delays() -> itertools.chain[float]:
         seq.append(a)
         a, b = b, a + b
     return itertools.chain(seq, itertools.repeat(BACKOFF_CAP_S))
-
-
-Spawned = tuple[asyncio.subprocess.Process, asyncio.StreamReader, asyncio.StreamWriter]
-
-
-async def spawn_process() -> Spawned:
-    """A fresh worker interpreter (spawn semantics) connected over an inherited socket pair."""
-    parent, child = socket.socketpair()
-    try:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "marserve.workers.child",
-            "--fd",
-            str(child.fileno()),
-            pass_fds=(child.fileno(),),
-            stdin=asyncio.subprocess.DEVNULL,
-        )
-    finally:
-        child.close()
-    reader, writer = await asyncio.open_connection(sock=parent)
-    return process, reader, writer
-
-
-class WarmProcesses:
-    """Worker processes started first thing, so that their ``import torch`` (the bulk of a cold
-    start) overlaps with the front's own start-up. Workers take them before spawning new ones."""
-
-    def __init__(self) -> None:
-        self._ready: list[Spawned] = []
-
-    async def start(self, count: int) -> None:
-        self._ready += await asyncio.gather(*(spawn_process() for _ in range(max(0, count))))
-
-    def take(self) -> Spawned | None:
-        while self._ready:
-            spawned = self._ready.pop()
-            if spawned[0].returncode is None:
-                return spawned
-        return None
-
-    async def close(self) -> None:
-        """Stop the ones nobody took."""
-        while self._ready:
-            process, _, writer = self._ready.pop()
-            writer.close()
-            if process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                await process.wait()
 
 
 class WorkerState(str, enum.Enum):
@@ -275,6 +226,7 @@ class _Slot:
     worker: Worker | None = None
     retired: bool = False
     warm: Spawned | None = None  # a pre-started process for this slot's first worker
+    restart_at: float | None = None  # when its dead worker's successor starts (monotonic)
 
 
 class WorkerPool:
@@ -372,11 +324,13 @@ class WorkerPool:
             self._retire(self._victim())
 
     def _victim(self) -> _Slot:
-        """The slot to retire: an idle worker first, then one still starting, then a busy one."""
-        order = {WorkerState.READY: 0, WorkerState.STARTING: 1, WorkerState.DEAD: 1}
+        """The slot to retire: one not serving (starting, dead, restarting) first, then an idle
+        worker, then a busy one, so that scaling down never takes a live worker while a slot
+        that serves nothing is left."""
+        order = {WorkerState.STARTING: 0, WorkerState.DEAD: 0, WorkerState.READY: 1}
         return min(
             reversed(self._slots),
-            key=lambda slot: order.get(slot.worker.state, 2) if slot.worker else 1,
+            key=lambda slot: order.get(slot.worker.state, 2) if slot.worker else 0,
         )
 
     def _retire(self, slot: _Slot) -> None:
@@ -407,6 +361,44 @@ class WorkerPool:
                 return False
             await asyncio.sleep(0.05)
         return True
+
+    async def wait_started(self, count: int, timeout_s: float) -> bool:
+        """Start-up: wait until ``count`` workers (at least one, at most the target) are live;
+        False when a load failed or the time ran out first (the model then says not ready)."""
+        wanted = max(1, min(count, self.config.min_workers, self.config.max_workers))
+        deadline = time.monotonic() + timeout_s
+        while self.live_workers < wanted:
+            if self._closed or self.last_error is not None or time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
+
+    async def wait_live(
+        self, timeout_s: float, give_up: Callable[[], bool] = lambda: False
+    ) -> bool:
+        """Wait up to ``timeout_s`` for a live worker while one is on its way (loading, or
+        restarting within that time after a crash); False at once when none is coming, when
+        the latest load failed (a model that cannot load does not hold requests), or as soon
+        as ``give_up()`` (the server is draining)."""
+        deadline = time.monotonic() + timeout_s
+        while not self.ready:
+            if time.monotonic() >= deadline or give_up() or not self._coming(deadline):
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
+    def _coming(self, by: float) -> bool:
+        if self._closed or self.last_error is not None:
+            return False
+        for slot in self._slots:
+            worker = slot.worker
+            if worker is None or worker.state is WorkerState.STARTING:
+                return True
+            if worker.state is WorkerState.DEAD and slot.restart_at is None:
+                return True  # just died: its restart is being scheduled
+            if slot.restart_at is not None and slot.restart_at <= by:
+                return True
+        return False
 
     async def _autoscale(self) -> None:
         policy = self.config.policy
@@ -441,17 +433,18 @@ class WorkerPool:
                 self._depth,
             )
             worker.on_free = self._capacity.set
-            slot.worker = worker
+            slot.worker, slot.restart_at = worker, None
             self.workers.append(worker)
             try:
                 warm, slot.warm = slot.warm, None
                 await worker.start(warm)
             except (WorkerLoadError, OSError) as exc:
                 self._first_attempt.set()
-                self.last_error = str(exc)
-                if getattr(exc, "permanent", False):
-                    self.permanent_error = str(exc)
-                log.error("model %s: worker failed to start: %s", self._load.model_name, exc)
+                if not (slot.retired or self._closed):  # else stopped on purpose while loading
+                    self.last_error = str(exc)
+                    if getattr(exc, "permanent", False):
+                        self.permanent_error = str(exc)
+                    log.error("model %s: worker failed to start: %s", self._load.model_name, exc)
             else:
                 self._first_attempt.set()
                 self.last_error = None
@@ -476,7 +469,9 @@ class WorkerPool:
             if self._closed or slot.retired:
                 return
             self.restarts += 1
-            await asyncio.sleep(next(delays))
+            delay = next(delays)
+            slot.restart_at = time.monotonic() + delay
+            await asyncio.sleep(delay)
 
     async def acquire(self) -> Worker:
         """Reserve room on the least busy live worker, waiting until there is some."""

@@ -1,0 +1,79 @@
+"""WorkerPool waits: a request waits for a worker on its way, never for one that is not coming."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+
+from marserve.workers.messages import LoadModel
+from marserve.workers.pool import PoolConfig, Worker, WorkerPool, WorkerState, _Slot
+
+LOAD = LoadModel("m", "1.0", "/nowhere", {}, "handler", 1, 0, 1)
+
+
+def _pool() -> WorkerPool:
+    return WorkerPool(LOAD, PoolConfig(1, 1, 5.0, 5.0), itertools.count().__next__)
+
+
+def _slot(pool: WorkerPool, state: WorkerState, restart_in: float | None = None) -> Worker:
+    worker = Worker(LOAD, 5.0)
+    worker.state = state
+    slot = _Slot(worker=worker)
+    if restart_in is not None:
+        slot.restart_at = time.monotonic() + restart_in
+    pool._slots.append(slot)
+    pool.workers.append(worker)
+    return worker
+
+
+def test_a_loading_worker_is_waited_for() -> None:
+    async def scenario() -> None:
+        pool = _pool()
+        worker = _slot(pool, WorkerState.STARTING)
+        asyncio.get_running_loop().call_later(0.1, setattr, worker, "state", WorkerState.READY)
+        started = time.monotonic()
+        assert await pool.wait_live(5.0) is True
+        assert 0.05 < time.monotonic() - started < 2.0
+
+    asyncio.run(scenario())
+
+
+def test_nothing_to_wait_for_answers_at_once() -> None:
+    async def scenario() -> None:
+        empty = _pool()  # scaled to zero: no slot
+        failed = _pool()
+        _slot(failed, WorkerState.DEAD, restart_in=1.0)
+        failed.last_error = "the handler cannot be imported"
+        later = _pool()
+        _slot(later, WorkerState.DEAD, restart_in=30.0)  # backoff longer than the timeout
+        draining = _pool()
+        _slot(draining, WorkerState.STARTING)
+        started = time.monotonic()
+        assert await empty.wait_live(5.0) is False
+        assert await failed.wait_live(5.0) is False
+        assert await later.wait_live(5.0) is False
+        assert await draining.wait_live(5.0, lambda: True) is False
+        assert time.monotonic() - started < 1.0
+
+    asyncio.run(scenario())
+
+
+def test_a_crashed_worker_due_to_restart_soon_is_waited_for_up_to_the_timeout() -> None:
+    async def scenario() -> None:
+        pool = _pool()
+        _slot(pool, WorkerState.DEAD, restart_in=0.0)
+        started = time.monotonic()
+        assert await pool.wait_live(0.3) is False  # its successor never came
+        assert time.monotonic() - started >= 0.3
+
+    asyncio.run(scenario())
+
+
+def test_scale_down_retires_a_starting_worker_before_a_ready_one() -> None:
+    pool = _pool()
+    ready = _slot(pool, WorkerState.READY)
+    _slot(pool, WorkerState.STARTING)
+    assert pool._victim().worker is not ready
+    pool._slots.reverse()
+    assert pool._victim().worker is not ready
