@@ -41,7 +41,7 @@ def ingress_service(gateway_port: int) -> Obj:
                 }
             ],
         },
-        "status": {"loadBalancer": {"ingress": [{"ip": "127.0.0.1"}]}},
+        "status": {"loadBalancer": {"ingress": [{"ip": "127.0.0.1", "hostname": "localhost"}]}},
     }
 
 

@@ -50,6 +50,8 @@ class Controller:
     process: subprocess.Popen[bytes]
     server: str = ""
     token: str = ""
+    workdir: Path = SAMPLES
+    """Where ``sh`` runs the seeds' lines (their ``-d @./mnist.json`` files)."""
 
     @property
     def kubeconfig(self) -> Path:
@@ -72,14 +74,14 @@ class Controller:
         }
 
     def kubectl(
-        self, *args: str, check: bool = True, stdin: str | None = None
+        self, *args: str, check: bool = True, stdin: str | None = None, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
             [str(kubectl_binary()), *args],
             env=self.env(),
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=timeout,
             input=stdin,
             cwd=SAMPLES,
         )
@@ -87,7 +89,7 @@ class Controller:
             raise AssertionError(f"kubectl {' '.join(args)} failed: {done.stderr}")
         return done
 
-    def sh(self, command: str) -> subprocess.CompletedProcess[str]:
+    def sh(self, command: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
         """A seed's shell line verbatim, with the pinned kubectl first on PATH."""
         env = self.env()
         env["PATH"] = f"{kubectl_binary().parent}:{env['PATH']}"
@@ -97,7 +99,7 @@ class Controller:
             capture_output=True,
             text=True,
             timeout=60,
-            cwd=SAMPLES,
+            cwd=cwd or self.workdir,
         )
 
     def stop(self) -> None:
@@ -110,13 +112,21 @@ class Controller:
                 self.process.wait(10)
 
 
-def start_controller(home: Path, *, port: int = 0) -> Controller:
-    """Start ``marserve controller --port PORT`` and wait (with a deadline) until it answers."""
+def start_controller(home: Path, *, port: int = 0, full: bool = False) -> Controller:
+    """Start the controller's API on PORT and wait (with a deadline) until it answers.
+
+    ``full``: ``marserve controller`` exactly as a user runs it (reconciler and gateway too, the
+    gateway on a free port); otherwise the API alone.
+    """
     home.mkdir(parents=True, exist_ok=True)
     (home / "kubeconfig").unlink(missing_ok=True)
+    command = [sys.executable, "-c", API_ONLY, str(home), str(port)]
+    if full:
+        command = [sys.executable, "-m", "marserve", "controller", "--port", str(port),
+                   "--gateway-port", "0", "--home", str(home)]  # fmt: skip
     with (home / "controller.log").open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-c", API_ONLY, str(home), str(port)],
+            command,
             env={**os.environ, "MARSERVE_HOME": str(home), "OMP_NUM_THREADS": "1"},
             stdout=log,
             stderr=subprocess.STDOUT,

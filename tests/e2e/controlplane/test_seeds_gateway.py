@@ -1,0 +1,129 @@
+"""The seeds' journey on one machine: ``kubectl apply`` the seed YAMLs, wait for READY, then the
+seeds' curl commands through the gateway by ``Host`` (and tritonclient gRPC by authority)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as tc
+import yaml
+
+from tests.e2e.controlplane.conftest import SAMPLES, Controller, start_controller
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[3]
+REQUESTS = ROOT / "examples" / "mnist" / "requests"
+PNG = ROOT / "examples" / "mnist" / "test_data" / "2.png"
+SEEDS = ("torchserve.yaml", "torchserve-v2.yaml", "torchserve-grpc-v2.yaml")
+INGRESS = (
+    "export INGRESS_HOST=$(kubectl -n istio-system get service istio-ingressgateway "
+    "-o jsonpath='{.status.loadBalancer.ingress[0].ip}'); "
+    "export INGRESS_PORT=$(kubectl -n istio-system get service istio-ingressgateway "
+    "-o jsonpath='{.spec.ports[?(@.name==\"http2\")].port}'); "
+)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, mnist_store: Path) -> Iterator[Controller]:
+    """``marserve controller`` with every seed applied by kubectl and READY; work dir = seeds'."""
+    root = tmp_path_factory.mktemp("seeds-gateway")
+    store = root / "store"
+    shutil.copytree(mnist_store, store)
+    for name in SEEDS:  # the seeds' YAML, storageUri pointing at a local copy of their store
+        doc = yaml.safe_load((SAMPLES / name).read_text())
+        pred = doc["spec"]["predictor"]
+        (pred.get("model") or pred["pytorch"])["storageUri"] = store.as_uri()
+        (root / name).write_text(yaml.safe_dump(doc))
+    for request in ("v1/mnist.json", "v2/mnist_v2_bytes.json", "v2/mnist_v2_tensor.json"):
+        shutil.copy(REQUESTS / request, root / Path(request).name)
+    shutil.copy(root / "mnist_v2_tensor.json", root / "mnist_v2.json")
+    ctl = start_controller(root / "home", full=True)
+    ctl.workdir = root
+    try:
+        for name in SEEDS:
+            assert "created" in ctl.kubectl("apply", "-f", str(root / name)).stdout
+        for name in ("torchserve", "torchserve-mnist-v2", "torchserve-grpc-v2"):
+            ctl.kubectl("wait", "--for=condition=Ready", f"inferenceservice/{name}",
+                        "--timeout=240s", timeout=260)  # fmt: skip
+        yield ctl
+    finally:
+        ctl.stop()
+
+
+def seed_curl(ctl: Controller, isvc: str, path: str, data: str) -> str:
+    """The seeds' three lines: INGRESS_*, SERVICE_HOSTNAME, then curl with the Host header."""
+    done = ctl.sh(
+        INGRESS + f"SERVICE_HOSTNAME=$(kubectl get inferenceservice {isvc} "
+        "-o jsonpath='{.status.url}' | cut -d \"/\" -f 3); "
+        f'curl -sS --fail-with-body -H "Host: ${{SERVICE_HOSTNAME}}" '
+        f"http://${{INGRESS_HOST}}:${{INGRESS_PORT}}{path} {data}",
+        cwd=ctl.workdir,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_get_isvc_shows_the_url_and_ready(cluster: Controller) -> None:
+    table = cluster.kubectl("get", "inferenceservice", "torchserve").stdout.splitlines()
+    assert table[0].split()[:3] == ["NAME", "URL", "READY"]
+    name, url, ready = table[1].split()[:3]
+    assert (name, url, ready) == ("torchserve", "http://torchserve.default.example.com", "True")
+
+
+def test_v1_predict_and_explain(cluster: Controller) -> None:
+    predicted = seed_curl(cluster, "torchserve", "/v1/models/mnist:predict", "-d @./mnist.json")
+    assert json.loads(predicted) == {"predictions": [2]}
+    explained = json.loads(
+        seed_curl(cluster, "torchserve", "/v1/models/mnist:explain", "-d @./mnist.json")
+    )
+    assert np.asarray(explained["explanations"][0]).shape == (1, 28, 28)
+
+
+def test_torchserve_predictions_png(cluster: Controller) -> None:
+    answer = seed_curl(cluster, "torchserve", "/predictions/mnist", f"-T {PNG}")
+    assert json.loads(answer) == 2
+
+
+def test_v2_tensor_and_bytes(cluster: Controller) -> None:
+    for data in ("-d @./mnist_v2.json", "-d @./mnist_v2_bytes.json"):
+        body = json.loads(seed_curl(cluster, "torchserve-mnist-v2", "/v2/models/mnist/infer", data))
+        assert body["outputs"] == [
+            {"name": "predict", "shape": [1], "datatype": "INT64", "data": [0]}
+        ], body
+
+
+def test_grpc_v2_through_the_gateway(cluster: Controller) -> None:
+    port = cluster.sh(INGRESS + "echo $INGRESS_PORT").stdout.strip()
+    status = cluster.kubectl(
+        "get", "inferenceservice", "torchserve-grpc-v2", "-o", "jsonpath={.status.url}"
+    ).stdout
+    authority = status.split("/")[2]
+    client = tc.InferenceServerClient(
+        f"127.0.0.1:{port}", channel_args=[("grpc.default_authority", authority)]
+    )
+    try:
+        assert client.is_model_ready("mnist")
+        document = json.loads((REQUESTS / "v2" / "mnist_v2_tensor.json").read_text())
+        tensor = tc.InferInput("input-0", [1, 28, 28], "FP32")
+        data = np.asarray(document["inputs"][0]["data"], dtype=np.float32).reshape(1, 28, 28)
+        tensor.set_data_from_numpy(data)
+        result = client.infer("mnist", [tensor])
+        assert result.as_numpy("predict").tolist() == [0]
+    finally:
+        client.close()
+
+
+def test_unknown_host_is_a_clear_404(cluster: Controller) -> None:
+    done = cluster.sh(
+        INGRESS + 'curl -s -o /dev/stderr -w "%{http_code}" -H "Host: nope.default.example.com" '
+        "http://${INGRESS_HOST}:${INGRESS_PORT}/v1/models/mnist:predict -d @./mnist.json",
+        cwd=cluster.workdir,
+    )
+    assert done.stdout == "404"
+    assert "nope.default.example.com" in done.stderr
