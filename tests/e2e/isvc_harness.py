@@ -80,9 +80,9 @@ class Controller:
 
     def stop(self) -> None:
         assert self.loop is not None and self.stop_event is not None and self.thread is not None
+        self.api.close()  # a client hangs up before its server goes, as a user's kubectl does
         self.loop.call_soon_threadsafe(self.stop_event.set)
         self.thread.join(30)
-        self.api.close()
 
     # helpers ------------------------------------------------------------------------------
     def apply(self, obj: dict[str, Any]) -> None:

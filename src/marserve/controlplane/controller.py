@@ -82,6 +82,15 @@ def resolve_ports(config: ControllerConfig) -> None:
         config.gateway_port = free_port(config.host)
 
 
+def close_connections(server: uvicorn.Server) -> None:
+    """Close what outlived the graceful shutdown (watch and log streams, TLS peers that never
+    answered close_notify), so no socket is left to the garbage collector."""
+    for connection in list(server.server_state.connections):
+        transport = getattr(connection, "transport", None)
+        if transport is not None and not transport.is_closing():
+            transport.abort()
+
+
 async def run_controller(
     config: ControllerConfig, operators: Sequence[Operator] = (), stop: asyncio.Event | None = None
 ) -> None:
@@ -123,6 +132,7 @@ async def run_controller(
     try:
         await server.serve()
     finally:
+        close_connections(server)
         for task in tasks:
             task.cancel()
         for task in tasks:

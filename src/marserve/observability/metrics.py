@@ -42,7 +42,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from marserve.errors import MarserveError, QueueFull, RequestTimeout
+from marserve.errors import QueueFull, RequestTimeout
 from marserve.observability.custom_metrics import HandlerMetrics
 from marserve.observability.model_state import ModelSource, ModelState, WorkerLoadTimes
 from marserve.observability.system_metrics import GPU_FAMILIES, SystemMetrics
