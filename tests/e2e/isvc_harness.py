@@ -215,3 +215,40 @@ def start_cli_controller(home: Path, log: Path) -> tuple[subprocess.Popen[bytes]
     api = api_client(home, doc)
     wait_for(lambda: _ok(api, "/version"), "the API")
     return process, api
+
+
+def upload_to_gcs(host: str, store: Path, prefixes: Sequence[str]) -> None:
+    """Put ``store``'s files under each ``gs://kfserving-examples/PREFIX/`` of a GCS emulator."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    client = storage.Client(project="test", credentials=AnonymousCredentials(),
+                            client_options={"api_endpoint": host})  # fmt: skip
+    bucket = client.create_bucket("kfserving-examples")
+    for path in sorted(store.rglob("*")):
+        if path.is_file():
+            for prefix in prefixes:
+                key = path.relative_to(store).as_posix()
+                bucket.blob(f"{prefix}/{key}").upload_from_filename(path)
+    client.close()
+
+
+S3_KEYS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+
+def upload_to_s3(endpoint: str, store: Path, bucket: str, prefix: str) -> None:
+    """Put ``store``'s files under ``s3://BUCKET/PREFIX/`` of a moto server."""
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **S3_KEYS)
+    client.create_bucket(Bucket=bucket)
+    for path in sorted(store.rglob("*")):
+        if path.is_file():
+            client.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(store).as_posix()}")
+    client.close()
+
+
+def storage_env(gcs_host: str, s3_endpoint: str) -> dict[str, str]:
+    """What a controller needs to pull from the local GCS emulator and moto S3."""
+    return {"STORAGE_EMULATOR_HOST": gcs_host, "AWS_ENDPOINT_URL": s3_endpoint,
+            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}  # fmt: skip

@@ -36,6 +36,9 @@ from tests.e2e.isvc_harness import (
     ready_pod,
     reasons,
     sample,
+    storage_env,
+    upload_to_gcs,
+    upload_to_s3,
     wait_for,
 )
 from tests.e2e.storage_servers import gcs_emulator, moto_s3
@@ -51,45 +54,24 @@ def stores(tmp_path_factory: pytest.TempPathFactory, mnist_store: Path) -> dict[
 @pytest.fixture(scope="module")
 def gcs(stores: dict[str, Path]) -> Iterator[str]:
     """A GCS emulator holding the good store under the seeds' gs:// path."""
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import storage
-
     with gcs_emulator() as host:
-        client = storage.Client(project="test", credentials=AnonymousCredentials(),
-                                client_options={"api_endpoint": host})  # fmt: skip
-        bucket = client.create_bucket("kfserving-examples")
-        for path in sorted(stores["good"].rglob("*")):
-            if path.is_file():
-                key = path.relative_to(stores["good"]).as_posix()
-                blob = bucket.blob(f"models/torchserve/image_classifier/v2/{key}")
-                blob.upload_from_filename(path)
-        client.close()
+        upload_to_gcs(host, stores["good"], ["models/torchserve/image_classifier/v2"])
         yield host
 
 
 @pytest.fixture(scope="module")
 def s3(stores: dict[str, Path]) -> Iterator[str]:
     """A moto S3 server holding the good store under s3://models/torchserve/mnist."""
-    import boto3
-
     with moto_s3() as endpoint:
-        keys = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **keys)
-        client.create_bucket(Bucket="models")
-        for path in sorted(stores["good"].rglob("*")):
-            if path.is_file():
-                key = path.relative_to(stores["good"]).as_posix()
-                client.upload_file(str(path), "models", f"torchserve/mnist/{key}")
-        client.close()
+        upload_to_s3(endpoint, stores["good"], "models", "torchserve/mnist")
         yield endpoint
 
 
 @pytest.fixture(scope="module")
 def ctl(tmp_path_factory: pytest.TempPathFactory, gcs: str, s3: str) -> Iterator[Controller]:
     home = tmp_path_factory.mktemp("controller-home")
-    env = {**os.environ, "STORAGE_EMULATOR_HOST": gcs, "OMP_NUM_THREADS": "1",
-           "MARSERVE_STORAGE_CACHE": str(home / "cache"), "AWS_ENDPOINT_URL": s3,
-           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MARSERVE_STORAGE_CACHE": str(home / "cache"),
+           **storage_env(gcs, s3)}  # fmt: skip
     controller = Controller(home, env)
     controller.start()
     try:

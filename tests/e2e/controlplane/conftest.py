@@ -112,11 +112,13 @@ class Controller:
                 self.process.wait(10)
 
 
-def start_controller(home: Path, *, port: int = 0, full: bool = False) -> Controller:
+def start_controller(
+    home: Path, *, port: int = 0, full: bool = False, env: dict[str, str] | None = None
+) -> Controller:
     """Start the controller's API on PORT and wait (with a deadline) until it answers.
 
     ``full``: ``marserve controller`` exactly as a user runs it (reconciler and gateway too, the
-    gateway on a free port); otherwise the API alone.
+    gateway on a free port); otherwise the API alone. ``env``: extra environment variables.
     """
     home.mkdir(parents=True, exist_ok=True)
     (home / "kubeconfig").unlink(missing_ok=True)
@@ -127,7 +129,7 @@ def start_controller(home: Path, *, port: int = 0, full: bool = False) -> Contro
     with (home / "controller.log").open("ab") as log:
         process = subprocess.Popen(
             command,
-            env={**os.environ, "MARSERVE_HOME": str(home), "OMP_NUM_THREADS": "1"},
+            env={**os.environ, "MARSERVE_HOME": str(home), "OMP_NUM_THREADS": "1", **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
         )

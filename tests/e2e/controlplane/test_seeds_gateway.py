@@ -14,13 +14,22 @@ import tritonclient.grpc as tc
 import yaml
 
 from tests.e2e.controlplane.conftest import SAMPLES, Controller, start_controller
+from tests.e2e.isvc_harness import storage_env, upload_to_gcs, upload_to_s3
+from tests.e2e.storage_servers import gcs_emulator, moto_s3
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[3]
 REQUESTS = ROOT / "examples" / "mnist" / "requests"
 PNG = ROOT / "examples" / "mnist" / "test_data" / "2.png"
-SEEDS = ("torchserve.yaml", "torchserve-v2.yaml", "torchserve-grpc-v2.yaml")
+NEW_SCHEMA = ("torchserve.yaml", "torchserve-v2.yaml", "torchserve-grpc-v2.yaml")
+OLD_SCHEMA = {
+    "torchserve-old-schema.yaml": "s3://models/torchserve/mnist",
+    "torchserve-v2-old-schema.yaml": "pvc://model-pv-claim/mnist",
+}
+READY = [("default", "torchserve"), ("default", "torchserve-mnist-v2"),
+         ("default", "torchserve-grpc-v2"), ("kserve-test", "torchserve"),
+         ("kserve-test", "torchserve-mnist-v2")]  # fmt: skip
 INGRESS = (
     "export INGRESS_HOST=$(kubectl -n istio-system get service istio-ingressgateway "
     "-o jsonpath='{.status.loadBalancer.ingress[0].ip}'); "
@@ -31,35 +40,47 @@ INGRESS = (
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, mnist_store: Path) -> Iterator[Controller]:
-    """``marserve controller`` with every seed applied by kubectl and READY; work dir = seeds'."""
+    """``marserve controller`` with the seeds' YAMLs applied by kubectl and READY.
+
+    Default namespace: the new-schema samples verbatim, their ``gs://kfserving-examples/...``
+    served by a GCS emulator. ``kserve-test``: the old-schema samples, v1 from ``s3://`` (moto) and
+    v2 from ``pvc://``. The seeds' request files lie in the working directory of ``sh``.
+    """
     root = tmp_path_factory.mktemp("seeds-gateway")
-    store = root / "store"
-    shutil.copytree(mnist_store, store)
-    for name in SEEDS:  # the seeds' YAML, storageUri pointing at a local copy of their store
+    home = root / "home"
+    shutil.copytree(mnist_store, home / "pvc" / "model-pv-claim" / "mnist")
+    for name, uri in OLD_SCHEMA.items():
         doc = yaml.safe_load((SAMPLES / name).read_text())
-        pred = doc["spec"]["predictor"]
-        (pred.get("model") or pred["pytorch"])["storageUri"] = store.as_uri()
+        doc["spec"]["predictor"]["pytorch"]["storageUri"] = uri
         (root / name).write_text(yaml.safe_dump(doc))
     for request in ("v1/mnist.json", "v2/mnist_v2_bytes.json", "v2/mnist_v2_tensor.json"):
         shutil.copy(REQUESTS / request, root / Path(request).name)
     shutil.copy(root / "mnist_v2_tensor.json", root / "mnist_v2.json")
-    ctl = start_controller(root / "home", full=True)
-    ctl.workdir = root
-    try:
-        for name in SEEDS:
-            assert "created" in ctl.kubectl("apply", "-f", str(root / name)).stdout
-        for name in ("torchserve", "torchserve-mnist-v2", "torchserve-grpc-v2"):
-            ctl.kubectl("wait", "--for=condition=Ready", f"inferenceservice/{name}",
-                        "--timeout=240s", timeout=260)  # fmt: skip
-        yield ctl
-    finally:
-        ctl.stop()
+    with gcs_emulator() as gcs, moto_s3() as s3:
+        upload_to_gcs(
+            gcs, mnist_store, [f"models/torchserve/image_classifier/{v}" for v in ["v1", "v2"]]
+        )
+        upload_to_s3(s3, mnist_store, "models", "torchserve/mnist")
+        ctl = start_controller(home, full=True, env=storage_env(gcs, s3))
+        ctl.workdir = root
+        try:
+            for name in NEW_SCHEMA:
+                assert "created" in ctl.kubectl("apply", "-f", str(SAMPLES / name)).stdout
+            ctl.kubectl("create", "namespace", "kserve-test")
+            for name in OLD_SCHEMA:
+                ctl.kubectl("apply", "-f", str(root / name), "-n", "kserve-test")
+            for ns, isvc in READY:
+                ctl.kubectl("wait", "--for=condition=Ready", f"inferenceservice/{isvc}", "-n", ns,
+                            "--timeout=300s", timeout=320)  # fmt: skip
+            yield ctl
+        finally:
+            ctl.stop()
 
 
-def seed_curl(ctl: Controller, isvc: str, path: str, data: str) -> str:
+def seed_curl(ctl: Controller, isvc: str, path: str, data: str, ns: str = "default") -> str:
     """The seeds' three lines: INGRESS_*, SERVICE_HOSTNAME, then curl with the Host header."""
     done = ctl.sh(
-        INGRESS + f"SERVICE_HOSTNAME=$(kubectl get inferenceservice {isvc} "
+        INGRESS + f"SERVICE_HOSTNAME=$(kubectl get inferenceservice {isvc} -n {ns} "
         "-o jsonpath='{.status.url}' | cut -d \"/\" -f 3); "
         f'curl -sS --fail-with-body -H "Host: ${{SERVICE_HOSTNAME}}" '
         f"http://${{INGRESS_HOST}}:${{INGRESS_PORT}}{path} {data}",
@@ -70,17 +91,19 @@ def seed_curl(ctl: Controller, isvc: str, path: str, data: str) -> str:
 
 
 def test_get_isvc_shows_the_url_and_ready(cluster: Controller) -> None:
-    table = cluster.kubectl("get", "inferenceservice", "torchserve").stdout.splitlines()
-    assert table[0].split()[:3] == ["NAME", "URL", "READY"]
-    name, url, ready = table[1].split()[:3]
-    assert (name, url, ready) == ("torchserve", "http://torchserve.default.example.com", "True")
+    table = cluster.kubectl("get", "inferenceservices", "-A").stdout.splitlines()
+    assert table[0].split()[:4] == ["NAMESPACE", "NAME", "URL", "READY"]
+    rows = {tuple(line.split()[:4]) for line in table[1:]}
+    for ns, name in READY:
+        assert (ns, name, f"http://{name}.{ns}.example.com", "True") in rows, table
 
 
-def test_v1_predict_and_explain(cluster: Controller) -> None:
-    predicted = seed_curl(cluster, "torchserve", "/v1/models/mnist:predict", "-d @./mnist.json")
+@pytest.mark.parametrize("ns", ["default", "kserve-test"])
+def test_v1_predict_and_explain(cluster: Controller, ns: str) -> None:
+    predicted = seed_curl(cluster, "torchserve", "/v1/models/mnist:predict", "-d @./mnist.json", ns)
     assert json.loads(predicted) == {"predictions": [2]}
     explained = json.loads(
-        seed_curl(cluster, "torchserve", "/v1/models/mnist:explain", "-d @./mnist.json")
+        seed_curl(cluster, "torchserve", "/v1/models/mnist:explain", "-d @./mnist.json", ns)
     )
     assert np.asarray(explained["explanations"][0]).shape == (1, 28, 28)
 
@@ -90,9 +113,11 @@ def test_torchserve_predictions_png(cluster: Controller) -> None:
     assert json.loads(answer) == 2
 
 
-def test_v2_tensor_and_bytes(cluster: Controller) -> None:
+@pytest.mark.parametrize("ns", ["default", "kserve-test"])
+def test_v2_tensor_and_bytes(cluster: Controller, ns: str) -> None:
     for data in ("-d @./mnist_v2.json", "-d @./mnist_v2_bytes.json"):
-        body = json.loads(seed_curl(cluster, "torchserve-mnist-v2", "/v2/models/mnist/infer", data))
+        answer = seed_curl(cluster, "torchserve-mnist-v2", "/v2/models/mnist/infer", data, ns)
+        body = json.loads(answer)
         assert body["outputs"] == [
             {"name": "predict", "shape": [1], "datatype": "INT64", "data": [0]}
         ], body
