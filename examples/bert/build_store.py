@@ -23,12 +23,10 @@ from marserve.archive.store import (
     cache_root,
     cached_build,
     content_key,
-    parse_store_args,
     place_store,
     prune,
-    report_failure,
-    report_store,
     run_archiver,
+    store_main,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -115,18 +113,10 @@ def build_store(out: Path, force: bool = False, archiver: Sequence[str] | None =
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    out, force, archiver = parse_store_args(
-        argv,
-        __doc__.splitlines()[0],
-        force_help="rebuild the cached archive",
-        archiver_help="archiver command with torch-model-archiver's flags",
+    description = __doc__.splitlines()[0]
+    return store_main(
+        argv, description, "BERT model store", build_store, "rebuild the cached archive"
     )
-    try:
-        mar = build_store(out, force=force, archiver=archiver)
-    except (RuntimeError, OSError, ImportError) as exc:
-        return report_failure(exc)
-    report_store("BERT model store", out, mar)
-    return 0
 
 
 if __name__ == "__main__":

@@ -24,13 +24,11 @@ from marserve.archive.store import (
     cache_root,
     cached_build,
     content_key,
-    parse_store_args,
     place_store,
     prune,
-    report_failure,
-    report_store,
     run_archiver,
     run_tool,
+    store_main,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -112,18 +110,14 @@ def build_store(out: Path, force: bool = False, archiver: Sequence[str] | None =
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    out, force, archiver = parse_store_args(
+    description = __doc__.splitlines()[0]
+    return store_main(
         argv,
-        __doc__.splitlines()[0],
-        force_help="retrain and rebuild the archive",
-        archiver_help="archiver command with torch-model-archiver's flags",
+        description,
+        "Text classifier model store",
+        build_store,
+        "retrain and rebuild the archive",
     )
-    try:
-        mar = build_store(out, force=force, archiver=archiver)
-    except (RuntimeError, OSError, ImportError) as exc:
-        return report_failure(exc)
-    report_store("Text classifier model store", out, mar)
-    return 0
 
 
 if __name__ == "__main__":

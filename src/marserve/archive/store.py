@@ -137,3 +137,21 @@ def report_failure(exc: BaseException) -> int:
     """What a store builder prints when a step failed; returns its exit status."""
     print(f"build_store: {exc}", file=sys.stderr)
     return 1
+
+
+def store_main(
+    argv: Sequence[str] | None,
+    description: str,
+    title: str,
+    build: Callable[[Path, bool, list[str]], Path],
+    force_help: str,
+) -> int:
+    """A cached store builder's ``main``: parse, ``build(out, force, archiver)``, report."""
+    archiver_help = "archiver command with torch-model-archiver's flags"
+    out, force, archiver = parse_store_args(argv, description, force_help, archiver_help)
+    try:
+        mar = build(out, force, archiver)
+    except (RuntimeError, OSError, ImportError) as exc:
+        return report_failure(exc)
+    report_store(title, out, mar)
+    return 0
