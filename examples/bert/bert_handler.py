@@ -3,8 +3,10 @@
 It follows TorchServe's ``Transformer_handler_generalized`` conventions (``setup_config.json``
 with ``model_name``, ``mode``, ``do_lower_case``, ``num_labels``, ``max_length``,
 ``captum_explanation``, ``embedding_name``; ``index_to_name.json``; the model and tokenizer saved
-with ``save_pretrained`` in the archive) and imports only TorchServe's public handler API, so the
-same file runs under marserve (its ``ts`` shim) and under TorchServe.
+with ``save_pretrained`` in the archive) and imports TorchServe's public handler API, so the same
+file runs under marserve (its ``ts`` shim) and under TorchServe; rows are read by marserve's text
+helpers (``marserve.handlers.text``, which needs only numpy), so under TorchServe marserve is
+installed beside it.
 
 Each row's text is a string (KServe v1 ``{"data": "..."}``, v2 ``BYTES``), bytes, or a 1-D array of
 byte codes (the v2 ``INT64`` form in the KServe docs). A row that is not valid text gets its own
@@ -26,51 +28,11 @@ import numpy as np
 import torch
 from ts.torch_handler.base_handler import BaseHandler
 
-MAX_TEXT_BYTES = 65536  # larger rows are refused before tokenising
+from marserve.handlers.text import row_text  # the built-in text handlers' row rules
+
 DEFAULT_N_STEPS = 50
 MAX_N_STEPS = 500
 EXPLAIN_TOKENS_PER_PASS = 8192  # tokens through one forward/backward pass of an explanation
-
-
-def row_text(row: Any) -> str:
-    """One request row -> its text, strictly checked."""
-    value = row.get("data") if isinstance(row, dict) else row
-    if value is None and isinstance(row, dict):
-        value = row.get("body")
-    if isinstance(value, dict) and isinstance(value.get("data", value.get("text")), str):
-        value = value.get("data", value.get("text"))  # a TorchServe JSON body
-    if isinstance(value, (np.ndarray, list, tuple)):
-        value = byte_codes(value)
-    if isinstance(value, (bytes, bytearray)):
-        if len(value) > MAX_TEXT_BYTES:
-            raise ValueError(f"text is {len(value)} bytes; at most {MAX_TEXT_BYTES} are accepted")
-        try:
-            value = bytes(value).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ValueError(f"text is not valid UTF-8 (byte {exc.start})") from None
-    if not isinstance(value, str):
-        raise ValueError(f"expected text (a string), got {type(value).__name__}")
-    if len(value) > MAX_TEXT_BYTES or len(value.encode("utf-8", "surrogatepass")) > MAX_TEXT_BYTES:
-        raise ValueError(f"text is over {MAX_TEXT_BYTES} bytes")
-    if not value.strip():
-        raise ValueError("text is empty")
-    return value
-
-
-def byte_codes(value: Any) -> bytes:
-    """A 1-D sequence of integers 0..255 (UTF-8 byte codes) as bytes."""
-    try:
-        array = np.asarray(value)
-    except (TypeError, ValueError):
-        raise ValueError("expected text or a list of byte codes") from None
-    if array.ndim != 1 or array.dtype.kind not in "iu":
-        shape = list(array.shape)
-        raise ValueError(f"expected text or a 1-D array of byte codes, got shape {shape}")
-    if array.size > MAX_TEXT_BYTES:
-        raise ValueError(f"text is {array.size} bytes; at most {MAX_TEXT_BYTES} are accepted")
-    if array.size and (array.min() < 0 or array.max() > 255):
-        raise ValueError("byte codes must be between 0 and 255")
-    return array.astype(np.uint8).tobytes()
 
 
 def row_int(row: Any, key: str, default: int | None, low: int, high: int) -> int | None:

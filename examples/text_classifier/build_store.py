@@ -12,27 +12,29 @@ The model is trained by ``train.py`` (about 15 s) and archived with ``python -m 
 
 from __future__ import annotations
 
-import argparse
-import hashlib
 import os
-import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from marserve.archive.store import (
+    DEFAULT_ARCHIVER,
+    cache_root,
+    cached_build,
+    content_key,
+    place_store,
+    prune,
+    run_archiver,
+    run_tool,
+    store_main,
+)
+
 HERE = Path(__file__).resolve().parent
 MODEL_NAME = "my_tc"
 MODEL_VERSION = "1.0"
 CONFIG = HERE / "config.properties"
-DEFAULT_ARCHIVER = (sys.executable, "-m", "marserve", "archive")
-
-
-def cache_root() -> Path:
-    """Where heavy build steps are kept: ``$MARSERVE_CACHE``, else ``~/.cache/marserve``."""
-    return Path(os.environ.get("MARSERVE_CACHE") or Path.home() / ".cache" / "marserve")
 
 
 def training_key() -> str:
@@ -42,20 +44,13 @@ def training_key() -> str:
 
     from marserve.handlers import text
 
-    digest = hashlib.sha256()
     sources = [HERE / "train.py", HERE / "model.py", Path(text.__file__)]
-    articles = sorted(train.data_dir().rglob("*.txt"))
-    for path in [*sources, *articles]:
-        digest.update(path.name.encode())
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()[:24]
+    return content_key([*sources, *sorted(train.data_dir().rglob("*.txt"))])
 
 
 def archiver_key(archiver: Sequence[str]) -> str:
     """A digest of the archiver command and of this script (which names the archive's files)."""
-    digest = hashlib.sha256(" ".join(archiver).encode())
-    digest.update(Path(__file__).read_bytes())
-    return digest.hexdigest()[:16]
+    return content_key([Path(__file__).resolve()], seed=" ".join(archiver), length=16)
 
 
 def archive_command(archiver: Sequence[str], trained: Path, export_path: Path) -> list[str]:
@@ -73,13 +68,9 @@ def archive_command(archiver: Sequence[str], trained: Path, export_path: Path) -
     ]  # fmt: skip
 
 
-def run_step(command: list[str]) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
-    if result.returncode != 0:
-        detail = (result.stderr or result.stdout).strip()[-2000:]
-        step = Path(command[1]).name
-        raise RuntimeError(f"{step} failed ({result.returncode}): {detail}")
+def step_env() -> dict[str, str]:
+    """The environment for training and archiving: one thread, as the examples assume."""
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def trained_model(folder: Path, force: bool) -> Path:
@@ -89,7 +80,8 @@ def trained_model(folder: Path, force: bool) -> Path:
         return trained
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder, prefix=".train-") as scratch:
-        run_step([sys.executable, str(HERE / "train.py"), "--out", str(Path(scratch) / "out")])
+        command = [sys.executable, str(HERE / "train.py"), "--out", str(Path(scratch) / "out")]
+        run_tool(command, "train.py", step_env())
         if trained.exists():
             shutil.rmtree(trained)
         os.replace(Path(scratch) / "out", trained)
@@ -102,69 +94,30 @@ def cached_archive(archiver: Sequence[str], force: bool) -> Path:
     folder = cache_root() / "text-classifier" / training_key()
     trained = trained_model(folder, force)
     cached = folder / archiver_key(archiver) / f"{MODEL_NAME}.mar"
-    if cached.is_file() and not force:
-        return cached
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cached.parent, prefix=".build-") as scratch:
-        run_step(archive_command(archiver, trained, Path(scratch)))
-        os.replace(Path(scratch) / f"{MODEL_NAME}.mar", cached)
+
+    def build(scratch: Path) -> Path:
+        command = archive_command(archiver, trained, scratch)
+        return run_archiver(command, scratch, MODEL_NAME, step_env())
+
+    cached_build(cached, force, build)
     return cached
-
-
-def prune(parent: Path, keep: Path, entries: int = 3) -> None:
-    """Drop all but the ``entries`` newest cached builds, so edits do not fill the disk."""
-    others = [p for p in parent.iterdir() if p.is_dir() and p != keep]
-    others = [p for p in others if not p.name.startswith(".")]  # builds in progress stay
-    others.sort(key=lambda p: p.stat().st_mtime, reverse=True)
-    for stale in others[entries - 1 :]:
-        shutil.rmtree(stale, ignore_errors=True)
-
-
-def resolve_archiver(command: str | None) -> list[str]:
-    """``--archiver`` as an argv list; a bare name is also looked up beside this Python."""
-    if command is None:
-        return list(DEFAULT_ARCHIVER)
-    argv = shlex.split(command)
-    if argv and shutil.which(argv[0]) is None and (Path(sys.executable).parent / argv[0]).is_file():
-        argv[0] = str(Path(sys.executable).parent / argv[0])
-    return argv
-
-
-def place(source: Path, target: Path) -> None:
-    """Put ``source`` at ``target`` atomically (a hard link when the file system allows)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = target.with_name(f".{target.name}.{os.getpid()}")
-    try:
-        os.link(source, scratch)
-    except OSError:
-        shutil.copyfile(source, scratch)
-    os.replace(scratch, target)
 
 
 def build_store(out: Path, force: bool = False, archiver: Sequence[str] | None = None) -> Path:
     """Create or refresh the store under ``out``; returns the archive's path."""
-    place(CONFIG, out / "config" / "config.properties")
-    mar = out / "model-store" / f"{MODEL_NAME}.mar"
-    place(cached_archive(archiver or DEFAULT_ARCHIVER, force), mar)
-    return mar
+    archive = cached_archive(archiver or DEFAULT_ARCHIVER, force)
+    return place_store(out, CONFIG, archive, MODEL_NAME)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True, help="model store folder to create")
-    parser.add_argument("--force", action="store_true", help="retrain and rebuild the archive")
-    parser.add_argument("--archiver", help="archiver command with torch-model-archiver's flags")
-    args = parser.parse_args(argv)
-    out: Path = args.out.resolve()
-    try:
-        mar = build_store(out, force=args.force, archiver=resolve_archiver(args.archiver))
-    except (RuntimeError, OSError, ImportError) as exc:
-        print(f"build_store: {exc}", file=sys.stderr)
-        return 1
-    print(f"Text classifier model store: {out}")
-    print(f"  config:      {out / 'config' / 'config.properties'}")
-    print(f"  model-store: {mar}")
-    return 0
+    description = __doc__.splitlines()[0]
+    return store_main(
+        argv,
+        description,
+        "Text classifier model store",
+        build_store,
+        "retrain and rebuild the archive",
+    )
 
 
 if __name__ == "__main__":

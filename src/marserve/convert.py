@@ -128,10 +128,8 @@ def image_v2_bytes(
         _check_image(source)
     texts = [_b64(source.data) for source in sources]
     (name,) = _names(names, 1, uuid_default=True)
-    if grpc_model is not None:
-        tensor = _tensor(name, [-1], "BYTES", {"bytes_contents": texts}, grpc=True)
-        return Request(_grpc_body(grpc_model, [tensor], request_id), GRPC_BYTES_LAYOUT)
-    return Request(_rest_body([_tensor(name, [-1], "BYTES", texts)], request_id), V2_BYTES_LAYOUT)
+    layouts = (V2_BYTES_LAYOUT, GRPC_BYTES_LAYOUT)
+    return _request([(name, [-1], texts)], "BYTES", grpc_model, request_id, layouts)
 
 
 def grayscale_pixels(
@@ -172,19 +170,13 @@ def image_v2_tensor(
         raise ConvertError(f"--decimals must be between 0 and 8, got {decimals}")
     arrays = [np.round(grayscale_pixels(s, normalize, mean, std), decimals) for s in sources]
     all_names = _names(names, len(arrays), uuid_default=False)
-    if grpc_model is not None:
-        tensors = [
-            _tensor(n, list(a.shape), "FP32", {"fp32_contents": _as_fp32(a)}, grpc=True)
-            for n, a in zip(all_names, arrays, strict=True)
-        ]
-        return Request(_grpc_body(grpc_model, tensors, request_id), Layout("\t", hug=True))
-    tensors = [
-        _tensor(n, list(a.shape), "FP32", a.tolist())
+    grpc = grpc_model is not None
+    inputs = [
+        (n, list(a.shape), _as_fp32(a) if grpc else a.tolist())
         for n, a in zip(all_names, arrays, strict=True)
     ]
-    return Request(
-        _rest_body(tensors, request_id), Layout("  ", hug=True, float_format=_fixed(decimals))
-    )
+    layouts = (Layout("  ", hug=True, float_format=_fixed(decimals)), Layout("\t", hug=True))
+    return _request(inputs, "FP32", grpc_model, request_id, layouts)
 
 
 def _as_fp32(array: np.ndarray[Any, Any]) -> list[float]:
@@ -220,12 +212,9 @@ def text_v2_bytes(
     _need(sources)
     texts = [text_of(s) for s in sources]
     (name,) = _names(names, 1, uuid_default=True)
-    shape = [len(texts)]
-    if grpc_model is not None:
-        contents = {"bytes_contents": [_b64(t.encode("utf-8")) for t in texts]}
-        tensor = _tensor(name, shape, "BYTES", contents, grpc=True)
-        return Request(_grpc_body(grpc_model, [tensor], request_id), GRPC_BYTES_LAYOUT)
-    return Request(_rest_body([_tensor(name, shape, "BYTES", texts)], request_id), V1_LAYOUT)
+    values = texts if grpc_model is None else [_b64(t.encode("utf-8")) for t in texts]
+    layouts = (V1_LAYOUT, GRPC_BYTES_LAYOUT)
+    return _request([(name, [len(texts)], values)], "BYTES", grpc_model, request_id, layouts)
 
 
 def text_v2_int64(
@@ -238,14 +227,8 @@ def text_v2_int64(
     _need(sources)
     codes = [list(text_of(s).encode("utf-8")) for s in sources]
     all_names = _names(names, len(codes), uuid_default=True)
-    if grpc_model is not None:
-        tensors = [
-            _tensor(n, [len(c)], "INT64", {"int64_contents": c}, grpc=True)
-            for n, c in zip(all_names, codes, strict=True)
-        ]
-        return Request(_grpc_body(grpc_model, tensors, request_id), GRPC_BYTES_LAYOUT)
-    tensors = [_tensor(n, [len(c)], "INT64", c) for n, c in zip(all_names, codes, strict=True)]
-    return Request(_rest_body(tensors, request_id), V1_LAYOUT)
+    inputs = [(n, [len(c)], c) for n, c in zip(all_names, codes, strict=True)]
+    return _request(inputs, "INT64", grpc_model, request_id, (V1_LAYOUT, GRPC_BYTES_LAYOUT))
 
 
 # Request bodies ------------------------------------------------------------------------------
@@ -259,6 +242,26 @@ def _names(given: Sequence[str], count: int, uuid_default: bool) -> list[str]:
     if uuid_default:
         return [str(uuid.uuid4()) for _ in range(count)]
     return [f"input-{index}" for index in range(count)]
+
+
+def _request(
+    inputs: Sequence[tuple[str, list[int], Any]],
+    datatype: str,
+    grpc_model: str | None,
+    request_id: str | None,
+    layouts: tuple[Layout, Layout],
+) -> Request:
+    """The v2 request of ``inputs`` (name, shape, values) of one datatype.
+
+    REST (``grpc_model`` None) puts the values in ``data`` and uses ``layouts[0]``; gRPC puts
+    them in ``contents.<datatype>_contents`` and uses ``layouts[1]``.
+    """
+    if grpc_model is None:
+        tensors = [_tensor(n, shape, datatype, values) for n, shape, values in inputs]
+        return Request(_rest_body(tensors, request_id), layouts[0])
+    key = f"{datatype.lower()}_contents"
+    tensors = [_tensor(n, shape, datatype, {key: v}, grpc=True) for n, shape, v in inputs]
+    return Request(_grpc_body(grpc_model, tensors, request_id), layouts[1])
 
 
 def _tensor(

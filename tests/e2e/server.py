@@ -105,6 +105,20 @@ class RunningServer:
         return self.process.returncode
 
 
+def serve_command(model_store: Path, *args: str) -> list[str]:
+    """``python -m marserve serve --foreground --model-store STORE ARGS...`` as an argv list."""
+    serve = [sys.executable, "-m", "marserve", "serve", "--foreground"]
+    return [*serve, "--model-store", str(model_store), *args]
+
+
+def pin_inference_port(config: Path, port: int) -> None:
+    """Move a :func:`write_config` file's inference address from port 0 to ``port``."""
+    text = config.read_text().replace(
+        "inference_address=http://127.0.0.1:0", f"inference_address=http://127.0.0.1:{port}"
+    )
+    config.write_text(text)
+
+
 def start_server(
     tmp: Path,
     model_store: Path,
@@ -116,14 +130,8 @@ def start_server(
     port_file = tmp / "ports.json"
     port_file.unlink(missing_ok=True)
     log_path = tmp / "server.log"
-    command = [
-        sys.executable,
-        "-m",
-        "marserve",
-        "serve",
-        "--foreground",
-        "--model-store",
-        str(model_store),
+    command = serve_command(
+        model_store,
         "--ts-config",
         str(config),
         "--port-file",
@@ -131,7 +139,7 @@ def start_server(
         "--pid-file",
         str(tmp / "marserve.pid"),
         *extra_args,
-    ]
+    )
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}

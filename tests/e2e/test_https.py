@@ -8,7 +8,6 @@ import shutil
 import socket
 import ssl
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from cryptography.x509 import load_pem_x509_certificate
 
-from tests.e2e.server import RunningServer, start_server, write_config
+from tests.e2e.server import RunningServer, serve_command, start_server, write_config
 
 CURL = shutil.which("curl")
 HTTPS = {
@@ -189,17 +188,7 @@ def test_tls_misconfiguration_stops_the_start_with_its_reason(
     config = write_config(tmp_path / "config.properties", **settings)
     store = tmp_path / "model-store"
     store.mkdir()
-    command = [
-        sys.executable,
-        "-m",
-        "marserve",
-        "serve",
-        "--foreground",
-        "--model-store",
-        str(store),
-    ]
-    result = subprocess.run(
-        [*command, "--ts-config", str(config)], capture_output=True, text=True, timeout=120
-    )
+    command = serve_command(store, "--ts-config", str(config))
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert message in result.stderr + result.stdout

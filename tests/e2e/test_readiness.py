@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +12,14 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import ARCHIVER, run
-from tests.e2e.server import RunningServer, snapshot, start_server, write_config
+from tests.e2e.server import (
+    RunningServer,
+    pin_inference_port,
+    serve_command,
+    snapshot,
+    start_server,
+    write_config,
+)
 
 DEADLINE_S = 60.0
 
@@ -87,23 +93,9 @@ def test_a_client_polling_from_launch_gets_its_first_answer_from_a_ready_model(
         tmp_path / "config.properties",
         model_snapshot=snapshot({"name": "probe", "marName": "probe.mar"}),
     )
-    text = config.read_text().replace(
-        "inference_address=http://127.0.0.1:0", f"inference_address=http://127.0.0.1:{port}"
-    )
-    config.write_text(text)
-    command = [
-        sys.executable,
-        "-m",
-        "marserve",
-        "serve",
-        "--foreground",
-        "--model-store",
-        str(probe_store),
-        "--ts-config",
-        str(config),
-        "--pid-file",
-        str(tmp_path / "marserve.pid"),
-    ]
+    pin_inference_port(config, port)
+    pid_file = tmp_path / "marserve.pid"
+    command = serve_command(probe_store, "--ts-config", str(config), "--pid-file", str(pid_file))
     with (tmp_path / "server.log").open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 
 from tests.e2e.conftest import EXAMPLE
-from tests.e2e.server import start_server, write_config
+from tests.e2e.server import pin_inference_port, serve_command, start_server, write_config
 
 
 def test_torch_model_archiver_mar_is_served_unchanged(tmp_path: Path, ts_mnist_store: Path) -> None:
@@ -101,17 +101,7 @@ def test_bad_config_value_fails_with_a_clear_message(tmp_path: Path, ts_mnist_st
     config = tmp_path / "config.properties"
     config.write_text("job_queue_size=ten\n")
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "marserve",
-            "serve",
-            "--foreground",
-            "--model-store",
-            str(ts_mnist_store),
-            "--ts-config",
-            str(config),
-        ],
+        serve_command(ts_mnist_store, "--ts-config", str(config)),
         capture_output=True,
         text=True,
         timeout=60,
@@ -128,24 +118,10 @@ def test_a_port_in_use_is_a_clear_error(tmp_path: Path, ts_mnist_store: Path) ->
         taken.listen()
         port = taken.getsockname()[1]
         config = write_config(tmp_path / "config.properties")
-        text = config.read_text().replace(
-            "inference_address=http://127.0.0.1:0", f"inference_address=http://127.0.0.1:{port}"
-        )
-        config.write_text(text)
+        pin_inference_port(config, port)
+        pid_file = tmp_path / "pid"
         result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "marserve",
-                "serve",
-                "--foreground",
-                "--model-store",
-                str(ts_mnist_store),
-                "--ts-config",
-                str(config),
-                "--pid-file",
-                str(tmp_path / "pid"),
-            ],
+            serve_command(ts_mnist_store, "--ts-config", str(config), "--pid-file", str(pid_file)),
             capture_output=True,
             text=True,
             timeout=60,

@@ -69,6 +69,30 @@ def _grpc_model(grpc: bool, model: str) -> str | None:
     return model
 
 
+def _emit_v2(
+    build: Callable[..., conv.Request],
+    files: tuple[Path, ...],
+    output: Path | None,
+    v2: tuple[bool, str, tuple[str, ...], str | None],
+    **kw: Any,
+) -> None:
+    """:func:`_emit` of a v2 request; ``v2`` is the ``--grpc --model --name --id`` values."""
+    grpc, model, names, request_id = v2
+    grpc_model = _grpc_model(grpc, model)
+    _emit(build, files, output, names=names, request_id=request_id, grpc_model=grpc_model, **kw)
+
+
+def _v2_command(name: str) -> Callable[[Callable[..., None]], click.Command]:
+    """A ``convert`` subcommand taking FILES, ``-o`` and the v2 ``--grpc --model --name --id``."""
+
+    def decorate(function: Callable[..., None]) -> click.Command:
+        for option in (REQUEST_ID, NAMES, MODEL, GRPC, OUTPUT, FILES):
+            function = option(function)
+        return convert.command(name)(function)
+
+    return decorate
+
+
 @click.group()
 def convert() -> None:
     """Build request bodies from image and text files (the seeds' converter scripts).
@@ -86,13 +110,7 @@ def image_v1(files: tuple[Path, ...], output: Path | None, target: int | None) -
     _emit(conv.image_v1, files, output, target=target)
 
 
-@convert.command("image-v2-bytes")
-@FILES
-@OUTPUT
-@GRPC
-@MODEL
-@NAMES
-@REQUEST_ID
+@_v2_command("image-v2-bytes")
 def image_v2_bytes(
     files: tuple[Path, ...],
     output: Path | None,
@@ -102,24 +120,10 @@ def image_v2_bytes(
     request_id: str | None,
 ) -> None:
     """v2 BYTES input of base64 images (bytes_conv)."""
-    grpc_model = _grpc_model(grpc, model)
-    _emit(
-        conv.image_v2_bytes,
-        files,
-        output,
-        names=names,
-        request_id=request_id,
-        grpc_model=grpc_model,
-    )
+    _emit_v2(conv.image_v2_bytes, files, output, (grpc, model, names, request_id))
 
 
-@convert.command("image-v2-tensor")
-@FILES
-@OUTPUT
-@GRPC
-@MODEL
-@NAMES
-@REQUEST_ID
+@_v2_command("image-v2-tensor")
 @click.option("--normalize", is_flag=True, help="Apply (x - mean) / std after ToTensor's x / 255.")
 @click.option("--mean", type=float, default=conv.MNIST_MEAN, show_default=True)
 @click.option("--std", type=float, default=conv.MNIST_STD, show_default=True)
@@ -137,19 +141,9 @@ def image_v2_tensor(
     decimals: int,
 ) -> None:
     """v2 FP32 [1, H, W] tensor per grayscale image (tensor_conv / totensor.py)."""
-    grpc_model = _grpc_model(grpc, model)
-    _emit(
-        conv.image_v2_tensor,
-        files,
-        output,
-        normalize=normalize,
-        names=names,
-        request_id=request_id,
-        grpc_model=grpc_model,
-        decimals=decimals,
-        mean=mean,
-        std=std,
-    )
+    v2 = (grpc, model, names, request_id)
+    settings = {"normalize": normalize, "decimals": decimals, "mean": mean, "std": std}
+    _emit_v2(conv.image_v2_tensor, files, output, v2, **settings)
 
 
 @convert.command("text-v1")
@@ -161,13 +155,7 @@ def text_v1(files: tuple[Path, ...], output: Path | None, target: int | None) ->
     _emit(conv.text_v1, files, output, target=target)
 
 
-@convert.command("text-v2")
-@FILES
-@OUTPUT
-@GRPC
-@MODEL
-@NAMES
-@REQUEST_ID
+@_v2_command("text-v2")
 @click.option(
     "--datatype",
     type=click.Choice(["BYTES", "INT64"], case_sensitive=False),
@@ -185,6 +173,5 @@ def text_v2(
     datatype: str,
 ) -> None:
     """v2 text: BYTES strings, or the seeds' INT64 byte codes."""
-    grpc_model = _grpc_model(grpc, model)
     build = conv.text_v2_int64 if datatype.upper() == "INT64" else conv.text_v2_bytes
-    _emit(build, files, output, names=names, request_id=request_id, grpc_model=grpc_model)
+    _emit_v2(build, files, output, (grpc, model, names, request_id))

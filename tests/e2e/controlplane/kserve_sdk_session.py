@@ -13,19 +13,7 @@ from typing import Any
 
 from kserve import KServeClient
 from kubernetes import client, config
-
-GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
-
-
-def isvc(
-    name: str, uri: str = "gs://kfserving-examples/models/torchserve/image_classifier/v1"
-) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "InferenceService",
-        "metadata": {"name": name, "labels": {"team": "ml"}},
-        "spec": {"predictor": {"model": {"modelFormat": {"name": "pytorch"}, "storageUri": uri}}},
-    }
+from python_client import GROUP, PLURAL, VERSION, isvc  # beside this script, on its sys.path
 
 
 class _Meta:

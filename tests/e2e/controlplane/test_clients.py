@@ -6,26 +6,13 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any
 
 import pytest
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
 from tests.e2e.controlplane.conftest import Controller
-
-GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
-
-
-def isvc(
-    name: str, uri: str = "gs://kfserving-examples/models/torchserve/image_classifier/v1"
-) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "InferenceService",
-        "metadata": {"name": name, "labels": {"team": "ml"}},
-        "spec": {"predictor": {"model": {"modelFormat": {"name": "pytorch"}, "storageUri": uri}}},
-    }
+from tests.e2e.controlplane.python_client import GROUP, PLURAL, VERSION, isvc, watch_isvcs
 
 
 @pytest.fixture(scope="module")
@@ -40,15 +27,7 @@ def test_custom_objects_crud_and_watch(api: client.CustomObjectsApi) -> None:
 
     def consume() -> None:
         w = watch.Watch()
-        for event in w.stream(
-            api.list_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            "default",
-            PLURAL,
-            resource_version=rv,
-            timeout_seconds=30,
-        ):
+        for event in watch_isvcs(api, rv, 30, w):
             obj = event["object"]
             events.append(
                 (event["type"], obj["metadata"]["name"], obj["metadata"]["resourceVersion"])

@@ -12,8 +12,8 @@ from kubernetes.client.rest import ApiException
 
 from marserve.controlplane.store import Store
 from tests.e2e.controlplane.conftest import start_controller
+from tests.e2e.controlplane.python_client import GROUP, PLURAL, VERSION, watch_isvcs
 
-GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 BASE = f"/apis/{GROUP}/{VERSION}/namespaces/default/{PLURAL}"
 
 
@@ -54,15 +54,7 @@ def test_restart_keeps_state_and_watch_resumes_or_expires(tmp_path: Path) -> Non
         api = client.CustomObjectsApi(config.new_client_from_config(str(second.kubeconfig)))
         w = watch.Watch()
         seen = []
-        for event in w.stream(
-            api.list_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            "default",
-            PLURAL,
-            resource_version=kept["metadata"]["resourceVersion"],
-            timeout_seconds=20,
-        ):
+        for event in watch_isvcs(api, kept["metadata"]["resourceVersion"], 20, w):
             seen.append((event["type"], event["object"]["metadata"]["name"]))
             w.stop()
         assert seen == [("ADDED", "after")]
@@ -79,15 +71,7 @@ def test_restart_keeps_state_and_watch_resumes_or_expires(tmp_path: Path) -> Non
     try:
         api = client.CustomObjectsApi(config.new_client_from_config(str(third.kubeconfig)))
         with pytest.raises(ApiException) as gone:
-            for _ in watch.Watch().stream(
-                api.list_namespaced_custom_object,
-                GROUP,
-                VERSION,
-                "default",
-                PLURAL,
-                resource_version=kept["metadata"]["resourceVersion"],
-                timeout_seconds=20,
-            ):
+            for _ in watch_isvcs(api, kept["metadata"]["resourceVersion"], 20):
                 pass
         assert gone.value.status == 410
         with third.client() as c:
