@@ -69,8 +69,8 @@ from marserve.controlplane.store import Obj, Store
 log = logging.getLogger("marserve.controlplane.operator")
 
 ISVC = "inferenceservices.serving.kserve.io"
-Scale = Callable[[Obj], int | None]
-"""The autoscaler's replica count for an InferenceService (None: minReplicas decides)."""
+Scale = Callable[[Obj], int | Mapping[str, int] | None]
+"""The autoscaler's replica count for a service, or per revision (None: minReplicas decides)."""
 IMAGE = "marserve:latest"
 SCHEDULER = "default-scheduler"
 
