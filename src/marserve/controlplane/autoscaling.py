@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -69,6 +70,21 @@ class Tracked:
     desired: int
     last: Decision | None = None
     requests: int | None = None  # answered so far at the last sample (rps)
+    second: int | None = None  # the second being summed up
+    partial: float = 0.0  # its sum so far: recorded when the second is over (Knative's scrape)
+
+    def add(self, now: float, value: float) -> None:
+        second = math.floor(now)
+        if self.second is not None and second > self.second:
+            self.samples.record(self.second, self.partial)
+            self.partial = 0.0
+        self.second = second
+        self.partial += value
+
+    def flush(self, now: float) -> None:
+        """Record the second so far at once (the activator's poke carries its stat)."""
+        self.samples.record(now, self.partial)
+        self.partial = 0.0
 
 
 class _Gauges:
@@ -116,8 +132,9 @@ class Autoscaler:
         }
 
     def sample(self, now: float) -> list[Key]:
-        """Record one reading per tracked revision; returns those at zero that have demand."""
-        dt = 1.0 if self._sampled_at is None else max(0.0, min(now - self._sampled_at, 1.0))
+        """Add one reading per tracked revision (time-averaged in-flight, or answered requests for
+        ``rps``) to the second it falls in; returns the revisions at zero that have demand."""
+        dt = 0.0 if self._sampled_at is None else max(0.0, min(now - self._sampled_at, 1.0))
         self._sampled_at = now
         stats = self.stats()
         poked: list[Key] = []
@@ -132,8 +149,9 @@ class Autoscaler:
                 t.requests = answered
             else:
                 value = in_flight * dt
-            t.samples.record(now, value)
+            t.add(now, value)
             if t.desired == 0 and in_flight > 0:
+                t.flush(now)
                 poked.append(key)
         return poked
 
