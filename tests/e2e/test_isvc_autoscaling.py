@@ -81,6 +81,10 @@ def test_fifty_concurrent_scale_out(served: Autoscaled) -> None:
     assert 2 <= top <= 5, seen
     assert any(g.get("panic_mode") == 1 for g in seen)
     assert wait_for(lambda: served.running(NAME) >= 2, "more replicas running")
+    events = served.api.get("/api/v1/namespaces/default/events").json()["items"]
+    rescaled = [e for e in events if e["involvedObject"]["name"] == REVISION
+                and e["reason"] == "SuccessfulRescale"]  # fmt: skip
+    assert any(e["message"].startswith("New size: ") for e in rescaled), rescaled
 
 
 def test_no_traffic_scales_to_zero(served: Autoscaled) -> None:
@@ -101,3 +105,20 @@ def test_a_request_at_zero_is_held_and_answered(served: Autoscaled) -> None:
     assert response.json() == {"predictions": [2]}
     assert len(served.pods(NAME)) == 1
     assert cold < 30, cold  # bounded; the figure itself is the benchmark's
+
+
+def test_two_hundred_concurrent_at_zero_all_succeed(served: Autoscaled) -> None:
+    wait_for(lambda: not served.pods(NAME), "at zero again", 60)
+
+    async def burst() -> list[int]:
+        limits = httpx.Limits(max_connections=200)
+        async with httpx.AsyncClient(base_url=served.url, headers={"Host": HOST},
+                                     limits=limits, timeout=90) as client:  # fmt: skip
+            responses = await asyncio.gather(
+                *(client.post("/v1/models/mnist:predict", content=V1) for _ in range(200))
+            )
+        return [r.status_code for r in responses]
+
+    codes = asyncio.run(burst())
+    assert codes == [200] * 200, {c: codes.count(c) for c in set(codes)}
+    assert served.running(NAME) >= 1

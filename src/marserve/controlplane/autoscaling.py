@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from marserve.controlplane.controller import Operator
 from marserve.controlplane.errors import Invalid
 from marserve.controlplane.gateway.metrics import RevisionStats
 from marserve.controlplane.operator import Reconciler, RevisionRuntime
+from marserve.controlplane.replicas import now_iso
 from marserve.controlplane.routing import RouteSink
 from marserve.controlplane.store import Obj, Store
 
@@ -122,6 +124,8 @@ class Autoscaler:
         self.tracked: dict[Key, Tracked] = {}
         self.gauges = _Gauges(registry)
         self._sampled_at: float | None = None
+        self.changes: list[tuple[Key, int, int, str]] = []
+        """(revision, from, to, reason) since the shell last wrote them out as Events."""
 
     def scale(self, isvc: Obj) -> dict[str, int]:
         """The reconciler's hook: the replica count of each of this service's known revisions."""
@@ -198,6 +202,7 @@ class Autoscaler:
             if decision.desired is not None and decision.desired != t.desired:
                 log.info("revision %s/%s: %d -> %d replicas (%s)", *key, t.desired,
                          decision.desired, decision.reason)  # fmt: skip
+                self.changes.append((key, t.desired, decision.desired, decision.reason))
                 t.desired, changed = decision.desired, True
             self._export(key, t, target.ready, decision)
         return changed
@@ -211,6 +216,41 @@ class Autoscaler:
             g.stable.labels(*key).set(decision.stable_value)
         if decision.panic_value is not None:
             g.panic_value.labels(*key).set(decision.panic_value)
+
+
+def scale_event(key: Key, old: int, new: int, reason: str, now: str) -> Obj:
+    """The Event a scale decision leaves on its revision (``kubectl get events`` lists it)."""
+    namespace, revision = key
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": f"{revision}.{secrets.token_hex(8)}", "namespace": namespace},
+        "involvedObject": {
+            "apiVersion": "serving.knative.dev/v1",
+            "kind": "Revision",
+            "namespace": namespace,
+            "name": revision,
+        },
+        "reason": "SuccessfulRescale",
+        "message": f"New size: {new} (was {old}); reason: {reason}",
+        "type": "Normal",
+        "source": {"component": "autoscaler", "host": "marserve"},
+        "reportingComponent": "autoscaler",
+        "reportingInstance": "marserve",
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
+
+
+def _write_events(scaler: Autoscaler, store: Store) -> None:
+    now = now_iso()
+    for change in scaler.changes:
+        try:
+            store.create("events", scale_event(*change, now))
+        except Exception:  # an Event is a report: losing one never stops scaling
+            log.exception("writing the scale event of %s/%s failed", *change[0])
+    scaler.changes.clear()
 
 
 def targets_of(reconciler: Reconciler) -> list[Target]:
@@ -253,6 +293,7 @@ async def drive(
             changed = scaler.decide(targets, now, set(poked))
         if changed:
             reconciler.wake.set()
+            _write_events(scaler, reconciler.store)
         await asyncio.sleep(sample_s)
 
 

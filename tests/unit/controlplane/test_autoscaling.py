@@ -7,7 +7,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from marserve.controlplane.autoscaler import defaults_from
-from marserve.controlplane.autoscaling import Autoscaler, Target
+from marserve.controlplane.autoscaling import Autoscaler, Target, scale_event
 from marserve.controlplane.gateway.metrics import RevisionStats
 from marserve.controlplane.reconciler import Observed, RevisionView, desired_replicas
 
@@ -54,6 +54,11 @@ def test_fifty_in_flight_at_target_ten_want_eight_replicas() -> None:
     load.in_flight = 50
     run(scaler, obj, load, 1, 8.0, 100.0)
     assert scaler.scale(obj) == {REV[1]: 8}  # ceil(50 / 7)
+    steps = [c[1:3] for c in scaler.changes]  # up as the windows fill, never down
+    assert steps[0][0] == 1 and steps[-1][1] == 8 and all(a < b for a, b in steps), steps
+    event = scale_event(*scaler.changes[-1], "2026-01-01T00:00:00Z")
+    assert event["involvedObject"]["name"] == REV[1] and event["reason"] == "SuccessfulRescale"
+    assert event["message"].startswith(f"New size: 8 (was {steps[-1][0]}); reason: ")
     registry = scaler.gauges.registry
     assert registry.get_sample_value("marserve_autoscaler_desired_replicas",
                                      dict(zip(("namespace", "revision"), REV))) == 8  # fmt: skip
