@@ -4,8 +4,11 @@ about 20/80, tag hosts reach each revision, rollback and promote move it, with n
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import shutil
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,12 +75,19 @@ class Steady:
 
 
 def kubectl_get(ctl: Autoscaled) -> str:
-    import subprocess
-
     env = {"KUBECONFIG": str(ctl.home / "kubeconfig"), "HOME": str(ctl.home), "PATH": "/usr/bin"}
     done = subprocess.run([str(kubectl_binary()), "get", "isvc", NAME], env=env, text=True,
                           capture_output=True, timeout=60, check=True)  # fmt: skip
     return done.stdout
+
+
+def rollout(ctl: Autoscaled, verb: str) -> str:
+    """``marserve rollout VERB torchserve`` as a user runs it, against this controller."""
+    env = {**os.environ, "MARSERVE_HOME": str(ctl.home)}
+    done = subprocess.run([sys.executable, "-m", "marserve", "rollout", verb, NAME], env=env,
+                          text=True, capture_output=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
 
 
 def row(table: str) -> dict[str, str]:
@@ -138,15 +148,14 @@ def test_tag_hosts_reach_each_revision(ctl: Autoscaled, canary: Any) -> None:
 
 def test_rollback_then_promote(ctl: Autoscaled, canary: Any) -> None:
     with Steady(ctl) as steady:
-        obj = dict(canary)
-        obj["spec"]["predictor"]["canaryTrafficPercent"] = 0
-        ctl.apply(obj)
+        assert rollout(ctl, "rollback") == f"inferenceservice.serving.kserve.io/{NAME} patched"
+        assert ctl.isvc(NAME)["spec"]["predictor"]["canaryTrafficPercent"] == 0
         wait_for(lambda: [t[:2] for t in traffic(ctl)] == [(SECOND, 0), (FIRST, 100)], "rollback")
         before = ctl.answered(SECOND)
         assert set(send(ctl, HOST, 40)) == {200}
         assert ctl.answered(SECOND) == before  # nothing untagged reaches the rolled-back one
-        del obj["spec"]["predictor"]["canaryTrafficPercent"]
-        ctl.apply(obj)
+        rollout(ctl, "promote")
+        assert "canaryTrafficPercent" not in ctl.isvc(NAME)["spec"]["predictor"]
         wait_for(lambda: [t[:2] for t in traffic(ctl)] == [(SECOND, 100)], "promoted")
         label = "serving.knative.dev/revision"
         wait_for(lambda: all(p["metadata"]["labels"][label] == SECOND for p in ctl.pods(NAME)),
@@ -160,3 +169,11 @@ def test_rollback_then_promote(ctl: Autoscaled, canary: Any) -> None:
     assert (pred["latestRolledoutRevision"], pred["previousRolledoutRevision"]) == (SECOND, FIRST)
     got = row(kubectl_get(ctl))
     assert (got["PREV"], got["LATEST"], got["LATESTREADYREVISION"]) == ("", "100", SECOND), got
+
+
+def test_rollout_of_a_missing_service_names_it(ctl: Autoscaled) -> None:
+    env = {**os.environ, "MARSERVE_HOME": str(ctl.home)}
+    done = subprocess.run([sys.executable, "-m", "marserve", "rollout", "promote", "nosuch"],
+                          env=env, text=True, capture_output=True, timeout=60)  # fmt: skip
+    assert done.returncode == 1
+    assert "Error from server (NotFound)" in done.stderr and "nosuch" in done.stderr, done.stderr
