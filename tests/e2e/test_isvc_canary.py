@@ -177,3 +177,22 @@ def test_rollout_of_a_missing_service_names_it(ctl: Autoscaled) -> None:
                           env=env, text=True, capture_output=True, timeout=60)  # fmt: skip
     assert done.returncode == 1
     assert "Error from server (NotFound)" in done.stderr and "nosuch" in done.stderr, done.stderr
+
+
+def test_a_broken_canary_gets_no_traffic(ctl: Autoscaled, canary: Any, tmp_path: Path) -> None:
+    obj = ctl.isvc(NAME)
+    obj.pop("status", None)
+    third = f"{NAME}-predictor-00003"
+    obj["spec"]["predictor"]["model"]["storageUri"] = (tmp_path / "no-such-store").as_uri()
+    obj["spec"]["predictor"]["canaryTrafficPercent"] = 20
+    with Steady(ctl) as steady:
+        ctl.apply(obj)
+        ctl.wait_ready(NAME, "False")
+        ready = next(c for c in ctl.isvc(NAME)["status"]["conditions"] if c["type"] == "Ready")
+        assert ready["reason"] == "RevisionFailed" and third in ready["message"], ready
+        # KServe's split names the latest *ready* revision: both entries are the old one
+        split = traffic(ctl)
+        assert {t[0] for t in split} == {SECOND} and sum(t[1] for t in split) == 100, split
+        assert set(send(ctl, HOST, 40)) == {200}
+        assert ctl.answered(third) == 0
+    assert steady.codes and set(steady.codes) == {200}
