@@ -476,6 +476,8 @@ class Reconciler:
         ns, name, domain = meta.get("namespace", "default"), meta["name"], self.config.domain
         pred = isvc.get("spec", {}).get("predictor") or {}
         cc = int(pred.get("containerConcurrency") or 0)
+        raw_timeout = pred.get("timeout")
+        timeout = float(raw_timeout) if isinstance(raw_timeout, int) and raw_timeout > 0 else None
         routes = []
         for entry in status["components"]["predictor"].get("traffic", []):
             rev = revs.get(entry["revisionName"])
@@ -484,7 +486,7 @@ class Reconciler:
             endpoints = tuple(r.endpoint for r in replicas
                               if r.ready and r.endpoint and r.name not in draining)  # fmt: skip
             routes.append(RevisionRoute(entry["revisionName"], entry["percent"], endpoints,
-                                        entry.get("tag"), cc))  # fmt: skip
+                                        entry.get("tag"), cc, timeout))  # fmt: skip
         latest = revs.get(status["components"]["predictor"]["latestCreatedRevision"])
         grpc = latest is not None and latest.spec is not None and latest.spec.protocol == "grpc-v2"
         hosts = frozenset({f"{name}.{ns}.{domain}", f"{name}-predictor.{ns}.{domain}",
