@@ -59,6 +59,7 @@ class Target:
     isvc: Obj
     ready: int
     reachable: bool = True
+    running: int = 0  # replicas it has (ready or not), so an adopted revision keeps its count
 
 
 @dataclass
@@ -183,7 +184,7 @@ class Autoscaler:
             return
         self.tracked[key] = Tracked(target.service, settings, Samples(settings),
                                     new_state(settings, now, target.ready),
-                                    initial_replicas(settings))  # fmt: skip
+                                    max(initial_replicas(settings), target.running))  # fmt: skip
         self.gauges.target.labels(*key).set(settings.target)
         log.info("revision %s/%s autoscaled: %s target %.2f per replica, %d to %s", *key,
                  settings.metric, settings.target, settings.min_scale,
@@ -199,11 +200,14 @@ class Autoscaler:
                 continue
             decision = decide(t.state, t.samples, now, target.ready, target.reachable)
             t.state, t.last = decision.state, decision
-            if decision.desired is not None and decision.desired != t.desired:
-                log.info("revision %s/%s: %d -> %d replicas (%s)", *key, t.desired,
-                         decision.desired, decision.reason)  # fmt: skip
-                self.changes.append((key, t.desired, decision.desired, decision.reason))
-                t.desired, changed = decision.desired, True
+            want = decision.desired
+            if want is not None and want < t.desired and decision.stable_value is None:
+                want = None  # no reading yet (a restart adopting replicas): never down blind
+            if want is not None and want != t.desired:
+                log.info("revision %s/%s: %d -> %d replicas (%s)", *key, t.desired, want,
+                         decision.reason)  # fmt: skip
+                self.changes.append((key, t.desired, want, decision.reason))
+                t.desired, changed = want, True
             self._export(key, t, target.ready, decision)
         return changed
 
@@ -261,9 +265,10 @@ def targets_of(reconciler: Reconciler) -> list[Target]:
         routed = {r.name for r in route.revisions} if route is not None else set()
         latest = max(revs.values(), key=_number, default=None)
         for rev in revs.values():
-            ready = sum(1 for r in rev.replicas.values() if r.ready)
+            kept = [r for r in rev.replicas.values() if r.name not in rev.draining]
+            ready = sum(1 for r in kept if r.ready)
             reachable = rev.name in routed or rev is latest
-            found.append(Target(ns, name, rev.name, rev.isvc, ready, reachable))
+            found.append(Target(ns, name, rev.name, rev.isvc, ready, reachable, len(kept)))
     return found
 
 

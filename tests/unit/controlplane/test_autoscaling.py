@@ -135,3 +135,14 @@ def test_the_reconciler_takes_counts_per_revision() -> None:
                         desired={"svc-predictor-00001": 9})  # fmt: skip
     assert desired_replicas(obj, observed, "svc-predictor-00001") == 4
     assert desired_replicas(obj, observed, "svc-predictor-00002") == 1  # unknown: not yet tracked
+
+
+def test_an_adopted_revision_keeps_its_replicas_until_the_kpa_has_seen_a_window() -> None:
+    load, obj = Load(), isvc()
+    scaler = Autoscaler(load, SHORT)
+    adopted = Target("default", "svc", REV[1], obj, ready=3, running=3)
+    scaler.track([adopted], 100.0)
+    assert scaler.scale(obj) == {REV[1]: 3}  # not the initial scale: a restart kills nothing
+    scaler.sample(100.0)
+    scaler.decide([adopted], 100.0)
+    assert scaler.scale(obj) == {REV[1]: 3}  # a restart with > 1 ready starts in panic
