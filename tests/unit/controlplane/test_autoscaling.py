@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -146,3 +147,17 @@ def test_an_adopted_revision_keeps_its_replicas_until_the_kpa_has_seen_a_window(
     scaler.sample(100.0)
     scaler.decide([adopted], 100.0)
     assert scaler.scale(obj) == {REV[1]: 3}  # a restart with > 1 ready starts in panic
+
+
+def test_the_controller_refuses_a_bad_autoscaler_flag(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from marserve.cli.controller import controller
+
+    runner = CliRunner()
+    for flag, words in (("nosuch=1", "unknown key 'nosuch'"), ("stable-window", "not KEY=VALUE"),
+                        ("tick=soon", "tick = 'soon' is not a valid value")):  # fmt: skip
+        result = runner.invoke(controller, ["--home", str(tmp_path), f"--autoscaler={flag}"])
+        assert result.exit_code == 2, result.output
+        assert words in result.output, result.output
+    assert not (tmp_path / "kubeconfig").exists()  # nothing started
