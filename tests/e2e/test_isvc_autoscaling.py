@@ -90,8 +90,11 @@ def test_fifty_concurrent_scale_out(served: Autoscaled) -> None:
 def test_no_traffic_scales_to_zero(served: Autoscaled) -> None:
     wait_for(lambda: served.gauges(REVISION).get("desired_replicas") == 0, "desired 0", 60)
     wait_for(lambda: not served.pods(NAME), "every pod gone", 60)
-    pred = served.isvc(NAME)["status"]["components"]["predictor"]
+    status = served.isvc(NAME)["status"]
+    pred = status["components"]["predictor"]
     assert pred["traffic"][0]["revisionName"] == REVISION  # the route stays, through the activator
+    ready = {c["type"]: c["status"] for c in status["conditions"]}
+    assert ready["Ready"] == "True", status["conditions"]  # at zero, as KServe shows it
     wait_for(lambda: served.gauges(REVISION).get("actual_replicas") == 0, "actual 0 exported", 10)
 
 

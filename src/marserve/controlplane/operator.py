@@ -102,6 +102,7 @@ class RevisionRuntime:
     pending_pod: str | None = None
     pull_failures: int = 0
     retry_at: float = 0.0
+    was_ready: bool = False
     draining: dict[str, float] = field(default_factory=dict)
     """Replicas being scaled away: out of the route since (monotonic), stopped after the drain."""
 
@@ -123,7 +124,11 @@ class RevisionRuntime:
     def view(self) -> RevisionView:
         replicas = tuple(r.view() for r in self.replicas.values())
         hash_ = self.obj["metadata"]["annotations"]["marserve.dev/template-hash"]
-        return RevisionView(self.name, hash_, self.storage, self.failure, self.gpus(), replicas)
+        self.was_ready = self.was_ready or any(r.ready for r in replicas)
+        failing = any(r.last_failure is not None and not r.ready for r in replicas)
+        idle = self.was_ready and self.failure is None and not failing
+        return RevisionView(self.name, hash_, self.storage, self.failure, self.gpus(), replicas,
+                            idle)  # fmt: skip
 
 
 class Reconciler:

@@ -50,10 +50,13 @@ class RevisionView:
     failure: Failure | None = None  # storage or spec failure: the revision cannot start
     gpus: int = 0
     replicas: tuple[ReplicaView, ...] = ()
+    idle: bool = False
+    """Was ready and is scaled to zero (or starting from it) with no failing replica: Knative
+    keeps such a revision Ready, the activator holding its requests."""
 
     @property
     def ready(self) -> bool:
-        return any(r.ready for r in self.replicas)
+        return self.idle or any(r.ready for r in self.replicas)
 
 
 @dataclass(frozen=True, slots=True)
