@@ -75,9 +75,9 @@ def test_fifty_concurrent_scale_out(served: Autoscaled) -> None:
     codes = asyncio.run(run())
     assert set(codes) == {200}, {c: codes.count(c) for c in set(codes)}
     top = max(g.get("desired_replicas", 0) for g in seen)
-    # 50 clients in one Python process keep fewer than 50 requests in the gateway at once (the
-    # client itself is busy between them), so the reading, not 50, sets the count: above one
-    # replica (7 per replica), in panic (over 2 x 7 in the panic window), at most maxReplicas.
+    # 50 in flight / 7 per replica = 8, bounded by maxReplicas: 5. What the gateway reads sets the
+    # count, and on a loaded two-core machine the client may keep fewer than 50 there: above one
+    # replica and in panic (over 2 x 7 in the panic window) is what must hold.
     assert 2 <= top <= 5, seen
     assert any(g.get("panic_mode") == 1 for g in seen)
     assert wait_for(lambda: served.running(NAME) >= 2, "more replicas running")
