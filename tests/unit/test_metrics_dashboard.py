@@ -48,6 +48,9 @@ def test_dashboard_parses_and_is_importable() -> None:
         "explain latency",
         "rejected requests",
         "worker restarts",
+        "replicas per revision",
+        "autoscaler panic mode",
+        "traffic split per revision",
     ],
 )
 def test_dashboard_has_a_panel_for(topic: str) -> None:
@@ -59,9 +62,27 @@ def unexported(dashboard: dict[str, Any], exported: frozenset[str]) -> set[str]:
     return {name for expr in expressions(dashboard) for name in metric_names(expr)} - exported
 
 
+def control_plane_names() -> frozenset[str]:
+    """The sample names ``marserve controller`` exports: the gateway's and the autoscaler's."""
+    from marserve.controlplane.autoscaling import Autoscaler
+    from marserve.controlplane.gateway.metrics import GatewayMetrics
+
+    registry = CollectorRegistry()
+    GatewayMetrics(registry)
+    Autoscaler(dict, registry=registry)
+    suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count")}
+    return frozenset(
+        family.name + suffix
+        for family in registry.collect()
+        for suffix in suffixes.get(family.type, ("",))
+    )
+
+
 def test_every_query_names_a_metric_marserve_exports() -> None:
     metrics = ServerMetrics(ModelRegistry(), registry=CollectorRegistry(), hostname="h")
-    exported = metrics.exported_names()
+    exported = metrics.exported_names() | control_plane_names()
+    assert "marserve_autoscaler_desired_replicas" in exported
+    assert "marserve_gateway_requests_total" in exported
     dashboard = load_dashboard()
     assert dashboard_metric_names(), "the dashboard queries nothing"
     assert unexported(dashboard, exported) == set()

@@ -28,6 +28,7 @@ COMMANDS = {
     "describe": "marserve.cli.kube:describe",
     "delete": "marserve.cli.kube:delete",
     "logs": "marserve.cli.kube:logs",
+    "rollout": "marserve.cli.rollout:rollout",
 }
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 DEFAULT_PORT = 6443
 DEFAULT_GATEWAY_PORT = 8080
+DEFAULT_HOLD_S = 300.0  # Knative's default revision timeout bounds the activator's wait
 
 
 @dataclass(slots=True)
@@ -22,6 +23,10 @@ class ControllerConfig:
     token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     gateway_token: str | None = None
     """When set, the gateway answers 401 to requests without ``Authorization: Bearer <it>``."""
+    autoscaler: dict[str, str] = field(default_factory=dict)
+    """``config-autoscaler`` keys over Knative's defaults (``stable-window: 6s``, ...)."""
+    hold_s: float = DEFAULT_HOLD_S
+    """How long the gateway (the activator) holds a request for a revision with no ready replica."""
 
     @property
     def db_path(self) -> Path:

@@ -69,9 +69,13 @@ from marserve.controlplane.store import Obj, Store
 log = logging.getLogger("marserve.controlplane.operator")
 
 ISVC = "inferenceservices.serving.kserve.io"
-Scale = Callable[[Obj], int | None]
-"""The autoscaler's replica count for an InferenceService (None: minReplicas decides)."""
+Scale = Callable[[Obj], int | Mapping[str, int] | None]
+"""The autoscaler's replica count for a service, or per revision (None: minReplicas decides)."""
 IMAGE = "marserve:latest"
+DRAIN_S = 2.0
+"""How long a replica being scaled away keeps serving what it had, out of the route, before it
+stops (Knative's queue-proxy drains too): longer than a reconcile pass, so the gateway has the
+new route before the replica goes."""
 SCHEDULER = "default-scheduler"
 
 
@@ -98,6 +102,9 @@ class RevisionRuntime:
     pending_pod: str | None = None
     pull_failures: int = 0
     retry_at: float = 0.0
+    was_ready: bool = False
+    draining: dict[str, float] = field(default_factory=dict)
+    """Replicas being scaled away: out of the route since (monotonic), stopped after the drain."""
 
     @property
     def name(self) -> str:
@@ -117,7 +124,11 @@ class RevisionRuntime:
     def view(self) -> RevisionView:
         replicas = tuple(r.view() for r in self.replicas.values())
         hash_ = self.obj["metadata"]["annotations"]["marserve.dev/template-hash"]
-        return RevisionView(self.name, hash_, self.storage, self.failure, self.gpus(), replicas)
+        self.was_ready = self.was_ready or any(r.ready for r in replicas)
+        failing = any(r.last_failure is not None and not r.ready for r in replicas)
+        idle = self.was_ready and self.failure is None and not failing
+        return RevisionView(self.name, hash_, self.storage, self.failure, self.gpus(), replicas,
+                            idle)  # fmt: skip
 
 
 class Reconciler:
@@ -135,12 +146,14 @@ class Reconciler:
         env: Mapping[str, str] | None = None,
         liveness_s: float = LIVENESS_S,
         scale: Scale | None = None,
+        drain_s: float = DRAIN_S,
     ) -> None:
         self.store, self.config, self.sink = store, config, sink
         self.backoff = backoff or Backoff()
         self.tick_s = tick_s
         self.liveness_s = liveness_s
         self.scale = scale
+        self.drain_s = drain_s
         self.env = dict(os.environ if env is None else env)
         self.gpus = count_gpus(self.env) if gpus is None else gpus
         self.services: dict[tuple[str, str], dict[str, RevisionRuntime]] = {}
@@ -272,9 +285,11 @@ class Reconciler:
             rev.pending_pod = pod_name(rev.name, seed="unschedulable")
             note = Note("FailedScheduling", scheduler_message(rev.gpus()), "Warning", SCHEDULER)
             self._report(rev.obj["metadata"]["namespace"], rev.pending_pod, [note])
+        for name in list(rev.replicas)[:count]:
+            rev.draining.pop(name, None)  # wanted again before it was stopped
         if count == 0:
             for name in list(rev.replicas):
-                await self._remove_replica(rev, name)
+                await self._drain(rev, name)
             return
         if not self._storage_ready(rev):
             return
@@ -288,7 +303,16 @@ class Reconciler:
             message = f"Successfully assigned {ns}/{replica.name} to marserve"
             self._report(ns, replica.name, [Note("Scheduled", message, component=SCHEDULER)])
         for name in list(rev.replicas)[count:]:
-            await self._remove_replica(rev, name)
+            await self._drain(rev, name)
+
+    async def _drain(self, rev: RevisionRuntime, name: str) -> None:
+        """Take a ready replica out of the route first (published at the end of this pass), and
+        stop it once the requests the gateway had sent it had ``drain_s`` to finish."""
+        since = rev.draining.setdefault(name, time.monotonic())
+        if rev.replicas[name].ready and time.monotonic() - since < self.drain_s:
+            return
+        rev.draining.pop(name, None)
+        await self._remove_replica(rev, name)
 
     def _storage_ready(self, rev: RevisionRuntime) -> bool:
         """Start the pull; on completion build the replica spec, or record the failure and
@@ -457,13 +481,17 @@ class Reconciler:
         ns, name, domain = meta.get("namespace", "default"), meta["name"], self.config.domain
         pred = isvc.get("spec", {}).get("predictor") or {}
         cc = int(pred.get("containerConcurrency") or 0)
+        raw_timeout = pred.get("timeout")
+        timeout = float(raw_timeout) if isinstance(raw_timeout, int) and raw_timeout > 0 else None
         routes = []
         for entry in status["components"]["predictor"].get("traffic", []):
             rev = revs.get(entry["revisionName"])
             replicas = rev.replicas.values() if rev else []
-            endpoints = tuple(r.endpoint for r in replicas if r.ready and r.endpoint)
+            draining = rev.draining if rev else {}
+            endpoints = tuple(r.endpoint for r in replicas
+                              if r.ready and r.endpoint and r.name not in draining)  # fmt: skip
             routes.append(RevisionRoute(entry["revisionName"], entry["percent"], endpoints,
-                                        entry.get("tag"), cc))  # fmt: skip
+                                        entry.get("tag"), cc, timeout))  # fmt: skip
         latest = revs.get(status["components"]["predictor"]["latestCreatedRevision"])
         grpc = latest is not None and latest.spec is not None and latest.spec.protocol == "grpc-v2"
         hosts = frozenset({f"{name}.{ns}.{domain}", f"{name}-predictor.{ns}.{domain}",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,10 +50,13 @@ class RevisionView:
     failure: Failure | None = None  # storage or spec failure: the revision cannot start
     gpus: int = 0
     replicas: tuple[ReplicaView, ...] = ()
+    idle: bool = False
+    """Was ready and is scaled to zero (or starting from it) with no failing replica: Knative
+    keeps such a revision Ready, the activator holding its requests."""
 
     @property
     def ready(self) -> bool:
-        return any(r.ready for r in self.replicas)
+        return self.idle or any(r.ready for r in self.replicas)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +65,8 @@ class Observed:
     domain: str = "example.com"
     now: str = "1970-01-01T00:00:00Z"
     gpus_available: int = 0
-    desired: int | None = None  # the autoscaler's number, when one runs
+    desired: int | Mapping[str, int] | None = None
+    """The autoscaler's number, when one runs: for every revision, or per revision name."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,12 +109,15 @@ def revision_number(name: str) -> int:
     return int(name.rsplit("-", 1)[1])
 
 
-def desired_replicas(isvc: Obj, observed: Observed) -> int:
+def desired_replicas(isvc: Obj, observed: Observed, revision: str | None = None) -> int:
     pred = isvc.get("spec", {}).get("predictor") or {}
     raw, top = pred.get("minReplicas"), pred.get("maxReplicas")
     lo = raw if isinstance(raw, int) else 1
     hi = top if isinstance(top, int) else 0
-    want = observed.desired if observed.desired is not None else max(lo, 1)
+    given = observed.desired
+    if isinstance(given, Mapping):
+        given = given.get(revision or "")
+    want = given if given is not None else max(lo, 1)
     return min(want, hi) if hi > 0 else want
 
 
@@ -131,9 +138,9 @@ def reconcile(isvc: Obj, observed: Observed) -> Plan:
     previous = isvc.get("status") or {}
     latest_ready, rolled, prev_rolled, traffic = _rollout(isvc, revisions, previous)
     serving = {t["revisionName"] for t in traffic}
-    want = desired_replicas(isvc, observed)
     for rev in revisions:
         keep = rev.name == latest.name or rev.name in serving
+        want = desired_replicas(isvc, observed, rev.name)
         count = 0 if rev.name in unschedulable or not keep else want
         actions.append(ScaleRevision(rev.name, count))
     components = _components(meta, observed.domain, latest.name, traffic)

@@ -30,6 +30,8 @@ class RevisionRoute:
     tag: str | None = None
     container_concurrency: int = 0
     """Knative's ``containerConcurrency``: in-flight requests per replica, ``0`` for no limit."""
+    timeout_s: float | None = None
+    """The predictor's ``timeout`` (Knative's ``timeoutSeconds``): bounds a held request's wait."""
 
 
 @dataclass(frozen=True, slots=True)

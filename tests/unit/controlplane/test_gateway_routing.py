@@ -179,3 +179,22 @@ def test_container_concurrency_queues_then_refuses_per_replica() -> None:
         assert (stats.in_flight, stats.requests) == (0, 12)
 
     asyncio.run(scenario())
+
+
+def test_a_held_request_past_the_revision_timeout_is_504() -> None:
+    async def scenario() -> None:
+        router = Router(GatewayMetrics(), random.Random(1).random, hold_s=60.0)
+        cold = RevisionRoute(PREV.name, 100, (), timeout_s=0.2)  # at zero, timeout: 0.2 s
+        router.update([ServiceRoute("kserve-test", "sk", "example.com", (cold,))])
+        resolved = router.resolve("sk.kserve-test.example.com")
+        assert resolved is not None
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(Rejected) as caught:
+            async with router.admit(resolved):
+                pass
+        waited = asyncio.get_running_loop().time() - started
+        assert caught.value.status == 504 and 0.15 < waited < 5.0, waited
+        assert PREV.name in caught.value.message and "timed out" in caught.value.message
+        assert router.metrics.stats()[("kserve-test", PREV.name)].in_flight == 0
+
+    asyncio.run(scenario())

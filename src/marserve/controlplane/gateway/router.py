@@ -26,6 +26,7 @@ class RevisionState:
         self.route = route
         self.in_flight: dict[Endpoint, int] = {}
         self.breakers: dict[Endpoint, Breaker] = {}
+        self.hold_s = hold_s
         self.gate = HoldQueue(timeout_s=hold_s) if hold_s > 0 else None
         self.refresh(route)
 
@@ -38,6 +39,8 @@ class RevisionState:
             for endpoint in route.endpoints:
                 self.breakers.setdefault(endpoint, Breaker(cc))
         if self.gate is not None:
+            if route.timeout_s:  # the revision's own timeout bounds the activator's wait
+                self.gate.timeout_s = min(self.hold_s, route.timeout_s)
             self.gate.set_ready(bool(route.endpoints))
 
 
@@ -97,8 +100,9 @@ class Router:
         if not state.route.endpoints and state.gate is not None:
             try:
                 await state.gate.wait_ready()
-            except Rejected as rejected:
-                raise Rejected(503, rejected.message, retry_after=RETRY_AFTER_S) from None
+            except Rejected as rejected:  # 504 past the wait, 503 when the queue is full
+                message = f"revision {state.route.name}: {rejected.message}"
+                raise Rejected(rejected.status, message, retry_after=RETRY_AFTER_S) from None
         if not state.route.endpoints:
             message = f"revision {state.route.name} has no ready replica"
             raise Rejected(503, message, retry_after=RETRY_AFTER_S)
