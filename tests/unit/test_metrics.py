@@ -84,7 +84,7 @@ def test_unknown_models_and_versions_share_one_series(metrics: ServerMetrics) ->
         sample(metrics, "marserve_requests_total", **request_labels("", "", "torchserve", 404)) == 1
     )
     text = metrics.exposition(None)[0].decode()
-    assert "attacker" not in text and "9.9" not in text
+    assert "attacker" not in text and 'version="9.9"' not in text
     assert sample(metrics, "Requests4XX", Level="Host", Hostname=HOST) == 502
 
 
