@@ -2,7 +2,10 @@
 
 It knows nothing of HTTP or processes: ``acquire`` waits for a free slot (an idle worker) and
 ``run_batch`` runs a batch on it. A batch is formed only once a slot is free, so under load the
-batches grow by themselves while a slot is busy.
+batches grow by themselves while a slot is busy. When ``spare`` says another slot is free too, the
+batch takes what is queued and goes at once: a partial batch on an idle worker beats a full one
+that leaves the other worker waiting (eight clients and two workers then run two batches of four
+side by side instead of one of eight). Only the last free slot waits ``max_delay`` to fill up.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ class DynamicBatcher(Generic[Slot, Item, Result]):
         max_size: int,
         max_delay: float,
         queue_limit: int,
+        spare: Callable[[], bool] = lambda: False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_size < 1:
@@ -39,6 +43,7 @@ class DynamicBatcher(Generic[Slot, Item, Result]):
         self.max_size = max_size
         self.max_delay = max(0.0, max_delay)
         self.queue_limit = queue_limit
+        self._spare = spare
         self._clock = clock
         self._queue: deque[tuple[Item, asyncio.Future[Result]]] = deque()
         self._held = 0  # places held for requests waiting to be queued (see :meth:`hold`)
@@ -134,7 +139,8 @@ class DynamicBatcher(Generic[Slot, Item, Result]):
         first = await self._next(None)
         assert first is not None
         batch = [first]
-        deadline = self._clock() + self.max_delay
+        # Another slot is free: whatever is queued now goes (deadline already past).
+        deadline = self._clock() + (0.0 if self._spare() else self.max_delay)
         while len(batch) < self.max_size:
             entry = await self._next(deadline)
             if entry is None:

@@ -33,7 +33,8 @@ class Slots:
             self.free.put_nowait(slot)
 
 
-def make(slots: Slots, **kwargs: float) -> DynamicBatcher[int, int, int]:
+def make(slots: Slots, spare: bool = False, **kwargs: float) -> DynamicBatcher[int, int, int]:
+    """A batcher over ``slots``; with ``spare`` it is told when another slot is free."""
     options = {"max_size": 4, "max_delay": 0.05, "queue_limit": 100} | kwargs
     batcher: DynamicBatcher[int, int, int] = DynamicBatcher(
         slots.acquire,
@@ -41,6 +42,7 @@ def make(slots: Slots, **kwargs: float) -> DynamicBatcher[int, int, int]:
         max_size=int(options["max_size"]),
         max_delay=options["max_delay"],
         queue_limit=int(options["queue_limit"]),
+        spare=(lambda: not slots.free.empty()) if spare else (lambda: False),
     )
     batcher.start()
     return batcher
@@ -81,6 +83,39 @@ def test_max_delay_sends_a_partial_batch() -> None:
         elapsed = loop.time() - started
         assert slots.batches == [[7]]
         assert 0.04 <= elapsed < 1.0
+        await batcher.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_partial_batch_goes_at_once_while_another_slot_is_free() -> None:
+    async def scenario() -> None:
+        slots = Slots(2, delay=0.2)
+        batcher = make(slots, spare=True, max_size=8, max_delay=0.5)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        first = batcher.submit(1)
+        await asyncio.sleep(0.02)  # the first slot took [1] without waiting to fill
+        rest = [batcher.submit(i) for i in range(2, 6)]
+        assert await first == 10
+        assert loop.time() - started < 0.45  # not held for max_delay
+        assert await asyncio.gather(*rest) == [20, 30, 40, 50]
+        # The last free slot waited to fill: the four later rows ran as one batch.
+        assert slots.batches == [[1], [2, 3, 4, 5]]
+        await batcher.stop()
+
+    asyncio.run(scenario())
+
+
+def test_the_last_free_slot_waits_max_delay_to_fill() -> None:
+    async def scenario() -> None:
+        slots = Slots(1)
+        batcher = make(slots, spare=True, max_size=8, max_delay=0.05)
+        first = batcher.submit(1)
+        await asyncio.sleep(0.01)
+        second = batcher.submit(2)
+        assert await asyncio.gather(first, second) == [10, 20]
+        assert slots.batches == [[1, 2]]
         await batcher.stop()
 
     asyncio.run(scenario())

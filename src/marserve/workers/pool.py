@@ -473,11 +473,18 @@ class WorkerPool:
             slot.restart_at = time.monotonic() + delay
             await asyncio.sleep(delay)
 
+    def _with_room(self) -> list[Worker]:
+        current = {id(slot.worker) for slot in self._slots}
+        return [w for w in self.workers if w.has_room and id(w) in current]
+
+    def has_room(self) -> bool:
+        """Some live worker could take a batch now (asked after the caller's own ``acquire``)."""
+        return bool(self._with_room())
+
     async def acquire(self) -> Worker:
         """Reserve room on the least busy live worker, waiting until there is some."""
         while True:
-            current = {id(slot.worker) for slot in self._slots}
-            candidates = [w for w in self.workers if w.has_room and id(w) in current]
+            candidates = self._with_room()
             if candidates:
                 worker = min(candidates, key=lambda w: w.in_flight)
                 worker.reserved += 1
