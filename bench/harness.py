@@ -131,6 +131,7 @@ class Attempt:
     result: loadgen.LoadResult
     other_cpu_pct: float
     server_cpu_s: float
+    front_cpu_s: float
     loadgen_cpu_s: float
     busy_before_pct: float
 
@@ -147,9 +148,15 @@ def timed_load(server: ManagedServer, run: Runner, c: int, plan: Plan, say: Say)
         result,
         procs.other_cpu_percent(before, after, wall, os.cpu_count() or 1),
         after.tree_s - before.tree_s,
+        after.root_s - before.root_s,
         after.children_s - before.children_s,
         busy_before,
     )
+
+
+def _per_request(cpu_s: float, requests: int) -> float | None:
+    """CPU microseconds per request over a timed load (None when nothing was served)."""
+    return round(cpu_s / requests * 1e6) if requests > 0 else None
 
 
 def least_disturbed(
@@ -191,11 +198,14 @@ def measure_point(
         rss_mib=round(rss / MIB, 1),
         procs=count,
         other_cpu_pct=round(best.other_cpu_pct, 1),
+        front_us=_per_request(best.front_cpu_s, result.requests),
+        workers_us=_per_request(best.server_cpu_s - best.front_cpu_s, result.requests),
         note=f"{result.errors} failed requests" if result.errors else "",
         detail={
             "wrk": result.to_dict(),
             "sample_response": sample,
             "server_cpu_s": round(best.server_cpu_s, 2),
+            "front_cpu_s": round(best.front_cpu_s, 2),
             "loadgen_cpu_s": round(best.loadgen_cpu_s, 2),
             "machine_busy_pct_before": round(best.busy_before_pct, 1),
             "attempts": tries,

@@ -162,19 +162,28 @@ def cpu_s(pids: Iterable[int]) -> float:
     return total / _ticks()
 
 
+def own_cpu_s(pid: int) -> float:
+    """CPU seconds used so far by one process itself (its threads, not its children)."""
+    stat = _read_stat(pid)
+    return 0.0 if stat is None else (stat.utime + stat.stime) / _ticks()
+
+
 @dataclass(frozen=True, slots=True)
 class CpuSample:
-    """CPU seconds at one instant: whole machine, a server tree, and our reaped children."""
+    """CPU seconds at one instant: whole machine, a server tree, its root process (the front:
+    it parses HTTP and hands work to the workers, the rest of the tree), our reaped children."""
 
     system_s: float
     tree_s: float
     children_s: float
+    root_s: float = 0.0
 
     @classmethod
     def take(cls, root: int | None) -> CpuSample:
         times = os.times()
         tree = cpu_s(descendants(root)) if root is not None else 0.0
-        return cls(system_busy_s(), tree, times.children_user + times.children_system)
+        front = own_cpu_s(root) if root is not None else 0.0
+        return cls(system_busy_s(), tree, times.children_user + times.children_system, front)
 
 
 def other_cpu_percent(before: CpuSample, after: CpuSample, wall_s: float, cpus: int) -> float:

@@ -30,6 +30,8 @@ class Row:
     procs: int | None = None
     cold_start_s: float | None = None
     other_cpu_pct: float | None = None  # CPU used by neither server nor wrk: noise indicator
+    front_us: float | None = None  # the front process's own CPU per request (microseconds)
+    workers_us: float | None = None  # the rest of the server's tree (the model workers)
     note: str = ""
     detail: dict[str, Any] = field(default_factory=dict)
 
@@ -130,6 +132,8 @@ HEADERS = (
     "RSS MiB",
     "procs",
     "cold start s",
+    "front CPU us/req",
+    "workers CPU us/req",
     "other CPU %",
     "note",
 )
@@ -148,6 +152,8 @@ def cells(item: Row) -> list[str]:
         _fmt(item.rss_mib, 0),
         _fmt(item.procs),
         _fmt(item.cold_start_s, 2),
+        _fmt(item.front_us, 0),
+        _fmt(item.workers_us, 0),
         _fmt(item.other_cpu_pct, 0),
         item.note,
     ]

@@ -233,7 +233,9 @@ def test_markdown_and_json_outputs(tmp_path: Path) -> None:
     report.write_outputs(rows, checks, {"cpu": "2 x test"}, json_path, md_path)
     text = md_path.read_text()
     assert text.startswith("| server | row | c | req/s |")
-    assert "| torchserve | png | 8 | 123 | 25.00 | 50.00 | 0 | 500 | 3 | 3.21 | - |  |" in text
+    assert (
+        "| torchserve | png | 8 | 123 | 25.00 | 50.00 | 0 | 500 | 3 | 3.21 | - | - | - |  |" in text
+    )
     assert "- marserve: not available: boom" in text
     assert "- cpu: 2 x test" in text
     document = json.loads(json_path.read_text())
@@ -273,6 +275,22 @@ def test_other_cpu_percent_subtracts_server_and_loadgen() -> None:
 def test_cpu_sample_of_this_process_tree_is_real() -> None:
     sample = procs.CpuSample.take(os.getpid())
     assert sample.system_s > 0 and sample.tree_s > 0
+    assert 0 < sample.root_s <= sample.tree_s  # the root's own share of its tree
+
+
+def test_front_cpu_leaves_out_a_busy_child() -> None:
+    burn = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass"
+    child = subprocess.Popen([sys.executable, "-c", burn + "\ntime.sleep(30)"])
+    try:
+        deadline = time.monotonic() + 20
+        while procs.cpu_s([child.pid]) < 0.3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        sample = procs.CpuSample.take(os.getpid())
+        assert sample.tree_s - sample.root_s >= 0.3  # the child's CPU is the tree's, not the root's
+        assert procs.own_cpu_s(child.pid) >= 0.3
+    finally:
+        child.kill()
+        child.wait(timeout=10)
 
 
 def test_descendants_walks_the_tree() -> None:
