@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,7 +75,19 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, mnist_store: Path) -> Iter
                             "--timeout=300s", timeout=320)  # fmt: skip
             yield ctl
         finally:
-            ctl.stop()
+            try:  # replicas outlive a stopped controller (the next one adopts them): delete first
+                for ns in ("default", "kserve-test"):
+                    ctl.kubectl("delete", "inferenceservice", "--all", "-n", ns, "--wait=false")
+                deadline = time.monotonic() + 60
+                while pods_left(ctl) and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                assert not pods_left(ctl), f"pods left after delete: {pods_left(ctl)}"
+            finally:
+                ctl.stop()
+
+
+def pods_left(ctl: Controller) -> list[str]:
+    return ctl.kubectl("get", "pods", "-A", "-o", "name").stdout.split()
 
 
 def seed_curl(ctl: Controller, isvc: str, path: str, data: str, ns: str = "default") -> str:
