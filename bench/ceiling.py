@@ -1,7 +1,8 @@
-"""The ceiling: model-only MNIST throughput in one process (no server, no HTTP, batch 1).
+"""The ceiling: model-only MNIST throughput in one process (no server, no HTTP).
 
-Run as ``python -m bench.ceiling --example-dir examples/mnist --seconds 5``; prints one JSON line.
-The harness starts it as a child process so torch never loads into the orchestrating process.
+Run as ``python -m bench.ceiling --example-dir examples/mnist --seconds 5 [--batch 8]``; prints
+one JSON line with images per second. The harness starts it as child processes (one per worker
+the servers run, for the batched ceiling) so torch never loads into the orchestrating process.
 """
 
 from __future__ import annotations
@@ -43,8 +44,11 @@ def load_model(example_dir: Path) -> Any:
     return model
 
 
-def measure(example_dir: Path, png: Path, seconds: float, threads: int = 0) -> dict[str, Any]:
-    """Loop batch-1 inference for ``seconds``; return inferences/s and latency percentiles.
+def measure(
+    example_dir: Path, png: Path, seconds: float, threads: int = 0, batch: int = 1
+) -> dict[str, Any]:
+    """Loop inference on ``batch`` copies of the image for ``seconds``; return images/s and the
+    latency percentiles of one forward pass.
 
     ``threads`` > 0 pins torch's intra-op thread count; 0 keeps torch's default.
     """
@@ -53,7 +57,7 @@ def measure(example_dir: Path, png: Path, seconds: float, threads: int = 0) -> d
     if threads > 0:
         torch.set_num_threads(threads)
     model = load_model(example_dir)
-    tensor = torch.from_numpy(preprocess(png))
+    tensor = torch.from_numpy(np.repeat(preprocess(png), max(1, batch), axis=0))
     latencies: list[float] = []
     with torch.inference_mode():
         for _ in range(20):
@@ -70,8 +74,9 @@ def measure(example_dir: Path, png: Path, seconds: float, threads: int = 0) -> d
     ordered = np.sort(np.asarray(latencies))
     return {
         "inferences": len(latencies),
+        "batch": int(tensor.shape[0]),
         "seconds": round(elapsed, 3),
-        "per_s": round(len(latencies) / elapsed, 2),
+        "per_s": round(len(latencies) * int(tensor.shape[0]) / elapsed, 2),
         "p50_ms": round(float(np.percentile(ordered, 50)) * 1e3, 3),
         "p99_ms": round(float(np.percentile(ordered, 99)) * 1e3, 3),
         "torch_threads": torch.get_num_threads(),
@@ -85,8 +90,10 @@ def main() -> None:
     parser.add_argument("--png", type=Path, required=True)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--batch", type=int, default=1, help="images per forward pass")
     args = parser.parse_args()
-    print(json.dumps(measure(args.example_dir, args.png, args.seconds, args.threads)))
+    result = measure(args.example_dir, args.png, args.seconds, args.threads, args.batch)
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

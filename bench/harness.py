@@ -278,34 +278,57 @@ def run_server(
     return rows
 
 
-def run_ceiling(repo: Path, example_dir: Path, seconds: float, threads: int = 0) -> Row:
-    """Measure the model-only ceiling in a child Python process (keeps torch out of this one).
+def run_ceiling(
+    repo: Path,
+    example_dir: Path,
+    seconds: float,
+    threads: int = 0,
+    batch: int = 1,
+    processes: int = 1,
+) -> Row:
+    """Measure the model-only ceiling in child Python processes (keeps torch out of this one).
 
-    ``threads`` > 0 pins torch's thread count (row ``model-<n>thread``); 0 keeps its default.
+    ``threads`` > 0 pins torch's thread count; 0 keeps its default. ``processes`` run side by side,
+    each on ``batch`` images per forward pass, as that many workers would: their images/s add up.
     """
     row = "model" if threads <= 0 else f"model-{threads}thread"
+    row += f"-batch{batch}" if batch > 1 else ""
+    row += f"-x{processes}" if processes > 1 else ""
     cmd = [sys.executable, "-m", "bench.ceiling", "--example-dir", str(example_dir)]
     cmd += ["--png", str(png_path(example_dir)), "--seconds", str(seconds)]
-    cmd += ["--threads", str(threads)]
+    cmd += ["--threads", str(threads), "--batch", str(batch)]
     before, started = procs.CpuSample.take(None), time.monotonic()
-    proc = subprocess.run(
-        cmd, cwd=repo, env=clean_env(), capture_output=True, text=True, timeout=seconds + 120
-    )
+    children = [
+        subprocess.Popen(
+            cmd,
+            cwd=repo,
+            env=clean_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(max(1, processes))
+    ]
+    outputs = [child.communicate(timeout=seconds + 120) for child in children]
     after, wall = procs.CpuSample.take(None), time.monotonic() - started
     other = procs.other_cpu_percent(before, after, wall, os.cpu_count() or 1)
-    if proc.returncode != 0:
-        detail = {"reason": " ".join(proc.stderr.strip().splitlines()[-1:])}
+    failed = [err for child, (_, err) in zip(children, outputs, strict=True) if child.returncode]
+    if failed:
+        detail = {"reason": " ".join(failed[0].strip().splitlines()[-1:])}
         return _row("ceiling", row, 1, note="not available", detail=detail)
-    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    runs = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+    data = {**runs[0], "per_s": round(sum(run["per_s"] for run in runs), 2), "runs": runs}
+    shape = f"batch {batch}, {data['torch_threads']} torch threads"
+    shape += f", {len(runs)} processes" if len(runs) > 1 else ""
     return _row(
         "ceiling",
         row,
         1,
         req_per_s=data["per_s"],
-        p50_ms=data["p50_ms"],
-        p99_ms=data["p99_ms"],
+        p50_ms=max(run["p50_ms"] for run in runs),
+        p99_ms=max(run["p99_ms"] for run in runs),
         errors=0,
         other_cpu_pct=round(other, 1),
-        note=f"inferences/s, batch 1, {data['torch_threads']} torch threads",
+        note=f"images/s, {shape}",
         detail=data,
     )

@@ -82,6 +82,46 @@ def _first(rows: list[Row], config: str, attr: str) -> float | None:
     return max(present) if present else None
 
 
+PROTOCOL_ROWS = ("v1", "v2-json", "v2-binary", "grpc-raw")
+
+
+def _protocol_checks(rows: list[Row]) -> list[Check]:
+    """Each other protocol within 15% of the PNG row at the same concurrency."""
+    checks = []
+    for name in PROTOCOL_ROWS:
+        for item in rows:
+            if item.config != "marserve" or item.row != name or item.req_per_s is None:
+                continue
+            png = _find(rows, "marserve", "png", item.concurrency)
+            label = f"c={item.concurrency} {name}: within 15% of the PNG row's req/s"
+            if png is None or not png.req_per_s:
+                checks.append(Check(label, None, "PNG row missing"))
+                continue
+            ratio = item.req_per_s / png.req_per_s
+            met = ratio >= 0.85 and _clean(item)
+            evidence = f"{ratio:.2f}x ({item.req_per_s:.0f} vs {png.req_per_s:.0f} req/s)"
+            checks.append(Check(label, met, evidence))
+    return checks
+
+
+def _ceiling_check(rows: list[Row], concurrency: int, share: float) -> Check:
+    """Served PNG req/s against the batched in-process ceiling (the workers' own images/s)."""
+    label = f"c={concurrency} PNG: marserve >= {share:.0%} of the in-process batched ceiling"
+    ours = _find(rows, "marserve", "png", concurrency)
+    batched = [
+        item
+        for item in rows
+        if item.config == "ceiling" and "batch" in item.row and item.req_per_s is not None
+    ]
+    if ours is None or not batched or ours.req_per_s is None:
+        return Check(label, None, "row missing")
+    ceiling = batched[-1].req_per_s
+    assert ceiling is not None
+    ratio = ours.req_per_s / ceiling
+    evidence = f"{ratio:.0%} ({ours.req_per_s:.0f} of {ceiling:.0f} images/s, {batched[-1].note})"
+    return Check(label, ratio >= share and _clean(ours), evidence)
+
+
 def evaluate(rows: list[Row]) -> list[Check]:
     """The issue's targets, judged from ``rows`` (missing rows give ``met=None``)."""
     checks = [
@@ -89,6 +129,8 @@ def evaluate(rows: list[Row]) -> list[Check]:
         _ratio_check(rows, "torchserve-1thread", 32, 1.3, p99=False),
         _ratio_check(rows, "torchserve-tuned", 8, 1.5, p99=True),
         _ratio_check(rows, "torchserve-tuned", 32, 1.5, p99=True),
+        _ceiling_check(rows, 32, 0.7),
+        *_protocol_checks(rows),
     ]
     cold = _first(rows, "marserve", "cold_start_s")
     checks.append(

@@ -22,7 +22,7 @@ from rich.console import Console  # noqa: E402
 from bench import explain as explain_bench  # noqa: E402
 from bench import harness, loadgen, payloads, report  # noqa: E402
 from bench.marserve_server import Marserve  # noqa: E402
-from bench.servers import ManagedServer, free_ports, properties_text  # noqa: E402
+from bench.servers import ManagedServer, free_ports, models_property, properties_text  # noqa: E402
 from bench.torchserve import TorchServe, build_archive, ensure_venv, quiet_log_config  # noqa: E402
 
 CACHE = REPO / "bench" / ".cache"
@@ -55,6 +55,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rows", type=_csv(str, harness.ROWS), default=harness.ROWS)
     p.add_argument("--extra-concurrency", type=int, default=8, help="level of v1/v2 rows")
     p.add_argument("--thread-compare-concurrency", type=int, default=32)
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=8,
+        help="batchSize of marserve and tuned TorchServe (the default TorchServe rows keep 1)",
+    )
+    p.add_argument("--max-batch-delay", type=int, default=5, help="maxBatchDelay, milliseconds")
     p.add_argument("--ceiling-seconds", type=float, default=5.0)
     p.add_argument(
         "--explain-rounds",
@@ -95,14 +102,22 @@ def _fresh_dir(path: Path) -> Path:
     return path
 
 
-def make_server(config: str, bindir: Path, store: Path, archive: Path) -> ManagedServer:
-    """Build the server object for one configuration, with its config.properties written."""
+def make_server(
+    config: str, bindir: Path, store: Path, archive: Path, batching: tuple[int, int] = (1, 0)
+) -> ManagedServer:
+    """Build the server object for one configuration, with its config.properties written.
+
+    ``batching`` (batchSize, maxBatchDelay ms) applies to marserve and tuned TorchServe, each
+    with one worker per CPU; the default TorchServe rows are TorchServe out of the box."""
     run_dir = CACHE / "runs" / config
     if config != "marserve":  # a killed earlier run may have left its TorchServe running
         TorchServe(config, run_dir, free_ports(), bindir, store, archive).stop_leftover()
     _fresh_dir(run_dir)
     ports = free_ports()
     extra: dict[str, str] = {}
+    cores = os.cpu_count() or 1
+    if config in ("marserve", "torchserve-tuned"):
+        extra["models"] = models_property(MODEL, archive.name, cores, *batching)
     server: ManagedServer
     if config == "marserve":
         executable = Path(sys.executable).parent / "marserve"
@@ -110,8 +125,7 @@ def make_server(config: str, bindir: Path, store: Path, archive: Path) -> Manage
     elif config == "torchserve":
         server = TorchServe(config, run_dir, ports, bindir, store, archive)
     else:
-        cores = str(os.cpu_count() or 1)
-        extra["default_workers_per_model"] = cores
+        extra["default_workers_per_model"] = str(cores)
         threads = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         log_config = quiet_log_config(run_dir) if config == "torchserve-tuned" else None
         server = TorchServe(config, run_dir, ports, bindir, store, archive, threads, log_config)
@@ -158,7 +172,12 @@ def metadata(args: argparse.Namespace, bindir: Path, load_before: str) -> dict[s
         "java": _version(["java", "-version"]),
         "duration per point s": args.duration,
         "warm-up per point s": args.warmup,
+        "batching": (
+            f"batchSize {args.batch_size}, maxBatchDelay {args.max_batch_delay} ms, one worker "
+            "per CPU for marserve and tuned TorchServe; the default TorchServe rows keep theirs"
+        ),
         "req/s": "successful (HTTP < 400) responses per second",
+        "CPU us/req": "the front process's own CPU, and the rest of the server's tree, per request",
         "RSS": "sum over the server's process tree, read after each point",
         "cold start": f"median of {args.cold_starts} launches, to the first successful PNG answer",
         "load average before / after": f"{load_before} / {_loadavg()}",
@@ -222,13 +241,19 @@ def main(argv: list[str] | None = None) -> int:
     for config in plan.servers:
         if config in ("ceiling", "explain"):
             continue
-        factory = functools.partial(make_server, config, bindir, store, archive)
+        batching = (args.batch_size, args.max_batch_delay)
+        factory = functools.partial(make_server, config, bindir, store, archive, batching)
         rows += harness.run_server(factory, config, bodies, plan, CACHE, say)
     if "ceiling" in plan.servers and plan.ceiling_s > 0:
         say(f"model-only ceiling: {plan.ceiling_s:g} s in-process")
         for threads in (0, 1):
             harness.wait_quiet(plan, say)
             rows.append(harness.run_ceiling(REPO, example, plan.ceiling_s, threads))
+        # What the servers' workers could do at most: one per CPU, one thread, full batches.
+        harness.wait_quiet(plan, say)
+        workers = os.cpu_count() or 1
+        ceiling = harness.run_ceiling(REPO, example, plan.ceiling_s, 1, args.batch_size, workers)
+        rows.append(ceiling)
     explain = "explain" in plan.servers or "marserve" in plan.servers
     if explain and args.explain_rounds > 0:
         say("explain latency: marserve vs Captum in-process, one image at a time")

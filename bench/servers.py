@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -63,6 +64,23 @@ def properties_text(ports: Ports, extra: dict[str, str] | None = None) -> str:
     ]
     lines += [f"{key}={value}" for key, value in (extra or {}).items()]
     return "\n".join(lines) + "\n"
+
+
+def models_property(
+    model: str, archive: str, workers: int, batch_size: int, max_batch_delay_ms: int
+) -> str:
+    """TorchServe's ``models`` key (both servers read it): the start-up model's workers and its
+    dynamic batching, so the two run the same settings."""
+    settings = {
+        "defaultVersion": True,
+        "marName": archive,
+        "minWorkers": workers,
+        "maxWorkers": workers,
+        "batchSize": batch_size,
+        "maxBatchDelay": max_batch_delay_ms,
+        "responseTimeout": 120,
+    }
+    return json.dumps({model: {"1.0": settings}}, separators=(",", ":"))
 
 
 def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:

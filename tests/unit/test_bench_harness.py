@@ -188,12 +188,18 @@ def test_evaluate_meets_targets() -> None:
         _row("torchserve-tuned", 32, 250.0, 100.0),
         _row("marserve", 8, 350.0, 20.0, cold_start_s=1.5, rss_mib=400.0),
         _row("marserve", 32, 400.0, 90.0, rss_mib=450.0),
+        report.Row("marserve", "marserve", "v1", 32, req_per_s=350.0, errors=0),
+        report.Row(
+            "ceiling", "ceiling", "model-1thread-batch8-x2", 1, req_per_s=500.0, note="2 procs"
+        ),
     ]
     checks = report.evaluate(rows)
-    assert [check.met for check in checks] == [True] * 6
+    assert [check.met for check in checks] == [True] * 8
     assert checks[0].evidence.startswith("3.50x")
     assert checks[2].evidence.startswith("1.75x") and checks[3].evidence.startswith("1.60x")
-    assert "450 vs 700 MiB" in checks[5].evidence
+    assert checks[4].evidence.startswith("80% (400 of 500 images/s")
+    assert checks[5].target.startswith("c=32 v1") and checks[5].evidence.startswith("0.88x")
+    assert "450 vs 700 MiB" in checks[7].evidence
 
 
 def test_evaluate_fails_on_low_ratio_higher_p99_or_errors() -> None:
@@ -204,13 +210,17 @@ def test_evaluate_fails_on_low_ratio_higher_p99_or_errors() -> None:
         _row("marserve", 32, 500.0, 90.0, errors=4),  # ratio met but with errors
         _row("torchserve-tuned", 8, 300.0, 50.0),  # marserve 1.33x: under 1.5x
         _row("torchserve-tuned", 32, 300.0, 120.0),
+        report.Row("marserve", "marserve", "grpc-raw", 8, req_per_s=300.0, errors=0),  # 0.75x
+        report.Row("ceiling", "ceiling", "model-1thread-batch8-x2", 1, req_per_s=1000.0),
     ]
     checks = report.evaluate(rows)
     assert checks[0].met is False
     assert checks[1].met is False and "errors present" in checks[1].evidence
     assert checks[2].met is False and checks[2].evidence.startswith("1.33x")
     assert checks[3].met is False and "errors present" in checks[3].evidence
-    assert checks[4].met is False
+    assert checks[4].met is False and checks[4].evidence.startswith("50%")  # 500 of 1000
+    assert checks[5].met is False and checks[5].evidence.startswith("0.75x")
+    assert checks[6].met is False  # cold start 2.5 s
 
 
 def test_evaluate_reports_missing_rows_as_unknown() -> None:
@@ -218,7 +228,7 @@ def test_evaluate_reports_missing_rows_as_unknown() -> None:
         _row("torchserve", 8, 100.0, 50.0),
         report.Row("marserve", "marserve", "png", 8, note="not available"),
     ]
-    assert [check.met for check in report.evaluate(rows)] == [None] * 6
+    assert [check.met for check in report.evaluate(rows)] == [None] * 7
 
 
 def test_markdown_and_json_outputs(tmp_path: Path) -> None:
@@ -370,3 +380,23 @@ def test_tuned_torchserve_gets_the_quiet_log_config(tmp_path: Path) -> None:
     assert tuned.command()[-2:] == ["--log-config", str(path)]
     plain = TorchServe("torchserve", tmp_path, ports, tmp_path, tmp_path, tmp_path / "m.mar")
     assert "--log-config" not in plain.command()
+
+
+def test_marserve_and_tuned_torchserve_get_the_same_batching(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bench import run
+
+    monkeypatch.setattr(run, "CACHE", tmp_path)
+    archive = tmp_path / "store" / "mnist.mar"
+    texts = {}
+    for config in ("marserve", "torchserve-tuned", "torchserve"):
+        run.make_server(config, tmp_path, archive.parent, archive, (8, 5))
+        texts[config] = (tmp_path / "runs" / config / "config.properties").read_text()
+    for config in ("marserve", "torchserve-tuned"):
+        line = next(ln for ln in texts[config].splitlines() if ln.startswith("models="))
+        settings = json.loads(line.removeprefix("models="))["mnist"]["1.0"]
+        assert settings["batchSize"] == 8 and settings["maxBatchDelay"] == 5
+        assert settings["marName"] == "mnist.mar"
+        assert settings["minWorkers"] == settings["maxWorkers"] == (os.cpu_count() or 1)
+    assert "models=" not in texts["torchserve"]  # TorchServe out of the box
