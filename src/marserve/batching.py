@@ -2,10 +2,10 @@
 
 It knows nothing of HTTP or processes: ``acquire`` waits for a free slot (an idle worker) and
 ``run_batch`` runs a batch on it. A batch is formed only once a slot is free, so under load the
-batches grow by themselves while a slot is busy. When ``spare`` says another slot is free too, the
+batches grow by themselves while a slot is busy. When ``spare`` says some worker is idle, the
 batch takes what is queued and goes at once: a partial batch on an idle worker beats a full one
 that leaves the other worker waiting (eight clients and two workers then run two batches of four
-side by side instead of one of eight). Only the last free slot waits ``max_delay`` to fill up.
+side by side instead of one of eight). Otherwise the batch waits up to ``max_delay`` to fill up.
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ class DynamicBatcher(Generic[Slot, Item, Result]):
         first = await self._next(None)
         assert first is not None
         batch = [first]
-        # Another slot is free: whatever is queued now goes (deadline already past).
+        # A worker is idle: whatever is queued now goes (deadline already past).
         deadline = self._clock() + (0.0 if self._spare() else self.max_delay)
         while len(batch) < self.max_size:
             entry = await self._next(deadline)

@@ -73,7 +73,7 @@ class ModelHandle:
                 max_size=self.config.batch_size,
                 max_delay=self.config.max_batch_delay_ms / 1000.0,
                 queue_limit=self.queue_limit,
-                spare=self.pool.has_room,
+                spare=self.pool.has_idle,
             )
             batcher.start()
             self.batchers[verb] = batcher

@@ -77,3 +77,19 @@ def test_scale_down_retires_a_starting_worker_before_a_ready_one() -> None:
     assert pool._victim().worker is not ready
     pool._slots.reverse()
     assert pool._victim().worker is not ready
+
+
+def test_a_worker_with_a_batch_in_flight_has_room_but_is_not_idle() -> None:
+    async def scenario() -> None:
+        pool = _pool()
+        first, second = _slot(pool, WorkerState.READY), _slot(pool, WorkerState.READY)
+        first.depth = second.depth = 2
+        assert pool.has_idle()
+        assert await pool.acquire() is first  # the least busy one
+        assert pool.has_idle()  # the second is idle still
+        assert await pool.acquire() is second
+        assert not pool.has_idle()  # each has a batch: the next one waits to fill
+        assert await pool.acquire() is first  # ... and goes to a worker's second place
+        assert not pool.has_idle()
+
+    asyncio.run(scenario())

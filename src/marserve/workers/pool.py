@@ -249,9 +249,10 @@ class WorkerPool:
         self._next_index = next_worker_index
         self._warm = warm
         self._capacity = asyncio.Event()  # set when a worker may take another batch
-        # a worker gets its next request while it runs the current one (batch size 1); batched
-        # models keep one batch per worker so that their batches grow while it is busy
-        self._depth = 2 if load.batch_size == 1 else 1
+        # A worker gets its next batch while it runs the current one, so it never waits for the
+        # front between two. Batches still grow under load: the batcher only sends a partial
+        # batch at once while some worker is idle (``has_idle``), else it waits maxBatchDelay.
+        self._depth = 2
         self.workers: list[Worker] = []
         self._slots: list[_Slot] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -477,9 +478,9 @@ class WorkerPool:
         current = {id(slot.worker) for slot in self._slots}
         return [w for w in self.workers if w.has_room and id(w) in current]
 
-    def has_room(self) -> bool:
-        """Some live worker could take a batch now (asked after the caller's own ``acquire``)."""
-        return bool(self._with_room())
+    def has_idle(self) -> bool:
+        """Some live worker has nothing to run (asked after the caller's own ``acquire``)."""
+        return any(w.in_flight == 0 for w in self._with_room())
 
     async def acquire(self) -> Worker:
         """Reserve room on the least busy live worker, waiting until there is some."""
