@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from marserve.errors import InvalidInput
-from marserve.protocol.jsonbody import encode_json, json_depth, parse_json, scan
+from marserve.protocol.jsonbody import bounds, encode_json, json_depth, parse_json, scan
 
 
 def reference_keys(value: Any) -> int:
@@ -119,3 +119,19 @@ def test_encode_json_policy() -> None:
         "1": "int key",
     }
     assert encode_json([1], indent=True) == b"[\n  1\n]"
+
+
+def test_byte_count_bounds_never_change_a_verdict() -> None:
+    """The cheap bounds count brackets and colons inside strings too: such a body must still be
+    judged by what lies outside its strings."""
+    inside = b'{"a": "' + b"[{" * 40 + b'", "b": "x:y:z:w"}'
+    assert parse_json(inside, max_depth=3) == {"a": "[{" * 40, "b": "x:y:z:w"}
+    assert bounds(inside).depth > 3 and not bounds(inside).exact
+    deep = b"[" * 4 + b"]" * 4
+    with pytest.raises(InvalidInput, match="depth exceeds"):
+        parse_json(deep, max_depth=3)
+    assert parse_json(deep, max_depth=4) == [[[[]]]]
+    with pytest.raises(InvalidInput, match="duplicate key 'a'"):
+        parse_json(b'{"a": "t:u", "a": 2}', max_depth=8)  # a colon in a string, and a duplicate
+    with pytest.raises(InvalidInput, match="duplicate key 'k'"):
+        parse_json(b'[{"k": 1, "k": 2}]', max_depth=8)  # few colons: the bound alone sees it

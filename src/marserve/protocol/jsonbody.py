@@ -2,8 +2,13 @@
 
 Parsing (``parse_json``):
 
-- One C-speed pass (``bytes.translate``) keeps only ``[ ] { } " :`` of the body; numpy then finds,
-  outside strings, the deepest bracket and the number of ``:`` (= the number of object keys).
+- Counting is cheapest: a body with no more ``[`` and ``{`` than ``max_json_depth`` cannot nest
+  deeper, and one with no more ``:`` than the keys the caller walked cannot repeat a key, so most
+  bodies need nothing else (``bytes.count`` is a fraction of a microsecond; the scan below costs
+  about 25 us even on a small body, which was a tenth of the front's CPU for a v1 request).
+- Otherwise one C-speed pass (``bytes.translate``) keeps only ``[ ] { } " :`` of the body;
+  numpy then finds, outside strings, the deepest bracket and the number of ``:`` (= the number
+  of object keys).
   The depth is checked *before* orjson parses (orjson's own limit is 1024 and its error is
   generic): deeper than ``max_json_depth`` is ``InvalidInput("JSON nesting depth exceeds
   maximum allowed limit (N)")``.
@@ -45,10 +50,17 @@ _ENCODE_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 
 class Structure(NamedTuple):
-    """What one scan of a JSON body finds outside its strings."""
+    """What one scan of a JSON body finds outside its strings (``exact``), or upper bounds of
+    both counted over the whole body, strings included (not ``exact``)."""
 
     depth: int
     keys: int
+    exact: bool = True
+
+
+def bounds(body: bytes) -> Structure:
+    """Upper bounds of the depth and key count of ``body``, from byte counts alone."""
+    return Structure(body.count(b"[") + body.count(b"{"), body.count(b":"), exact=False)
 
 
 def scan(body: bytes) -> Structure:
@@ -75,7 +87,9 @@ def json_depth(body: bytes) -> int:
 
 def loads(body: bytes, *, max_depth: int) -> tuple[Any, Structure]:
     """Depth-check then parse ``body``; malformed or too deep JSON is ``InvalidInput`` (400)."""
-    structure = scan(body)
+    structure = bounds(body)
+    if structure.depth > max_depth:  # it might nest too deep: look outside the strings
+        structure = scan(body)
     if structure.depth > max_depth:
         raise InvalidInput(f"JSON nesting depth exceeds maximum allowed limit ({max_depth})")
     try:
@@ -118,6 +132,8 @@ def reject_duplicate_keys(body: bytes, structure: Structure, keys_seen: int) -> 
     ``count_keys``); ``body`` must already have passed ``loads`` (so its depth is bounded).
     """
     if structure.keys <= keys_seen:
+        return
+    if not structure.exact and scan(body).keys <= keys_seen:  # the extra ``:`` were in strings
         return
     json.loads(body, object_pairs_hook=_no_duplicates)
 
