@@ -1,6 +1,6 @@
 """DynamicBatcher: groups queued requests into batches of up to ``max_size`` or ``max_delay``.
 
-It knows nothing of HTTP or processes: ``acquire`` waits for a free slot (an idle worker) and
+It knows nothing of HTTP or processes: ``acquire`` waits for a free slot (room on a worker) and
 ``run_batch`` runs a batch on it. A batch is formed only once a slot is free, so under load the
 batches grow by themselves while a slot is busy. When ``spare`` says some worker is idle, the
 batch takes what is queued and goes at once: a partial batch on an idle worker beats a full one

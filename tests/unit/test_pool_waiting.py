@@ -83,7 +83,6 @@ def test_a_worker_with_a_batch_in_flight_has_room_but_is_not_idle() -> None:
     async def scenario() -> None:
         pool = _pool()
         first, second = _slot(pool, WorkerState.READY), _slot(pool, WorkerState.READY)
-        first.depth = second.depth = 2
         assert pool.has_idle()
         assert await pool.acquire() is first  # the least busy one
         assert pool.has_idle()  # the second is idle still

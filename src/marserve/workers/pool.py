@@ -56,6 +56,12 @@ class WorkerLoadError(RuntimeError):
         self.permanent = permanent
 
 
+# A worker gets its next batch while it runs the current one, so it never waits for the front
+# between two. Batches still grow under load: the batcher sends a partial batch at once only
+# while some worker is idle (``WorkerPool.has_idle``), else it waits up to maxBatchDelay.
+BATCHES_PER_WORKER = 2
+
+
 @dataclass(slots=True)
 class _InFlight:
     batch_id: int
@@ -71,7 +77,9 @@ class Worker:
     the front is busy. ``responseTimeout`` counts from the moment a batch is at the head.
     """
 
-    def __init__(self, load: LoadModel, startup_timeout_s: float, depth: int = 1) -> None:
+    def __init__(
+        self, load: LoadModel, startup_timeout_s: float, depth: int = BATCHES_PER_WORKER
+    ) -> None:
         self.load = load
         self.startup_timeout_s = startup_timeout_s
         self.depth = depth
@@ -249,10 +257,6 @@ class WorkerPool:
         self._next_index = next_worker_index
         self._warm = warm
         self._capacity = asyncio.Event()  # set when a worker may take another batch
-        # A worker gets its next batch while it runs the current one, so it never waits for the
-        # front between two. Batches still grow under load: the batcher only sends a partial
-        # batch at once while some worker is idle (``has_idle``), else it waits maxBatchDelay.
-        self._depth = 2
         self.workers: list[Worker] = []
         self._slots: list[_Slot] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -429,9 +433,7 @@ class WorkerPool:
         delays = backoff_delays()
         while not self._closed and not slot.retired:
             worker = Worker(
-                replace(self._load, worker_index=self._next_index()),
-                self.config.startup_timeout_s,
-                self._depth,
+                replace(self._load, worker_index=self._next_index()), self.config.startup_timeout_s
             )
             worker.on_free = self._capacity.set
             slot.worker, slot.restart_at = worker, None
