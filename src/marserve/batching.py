@@ -1,53 +1,82 @@
 """DynamicBatcher: groups queued requests into batches of up to ``max_size`` or ``max_delay``.
 
-It knows nothing of HTTP or processes: ``acquire`` waits for a free slot (room on a worker) and
-``run_batch`` runs a batch on it. A batch is formed only once a slot is free, so under load the
-batches grow by themselves while a slot is busy. When ``spare`` says some worker is idle, the
-batch takes what is queued and goes at once: a partial batch on an idle worker beats a full one
-that leaves the other worker waiting (eight clients and two workers then run two batches of four
-side by side instead of one of eight). Otherwise the batch waits up to ``max_delay`` to fill up.
+It knows nothing of HTTP or processes: ``workers`` says how many workers serve and how many are
+idle, and ``run_batch`` runs a batch on a slot (room on a worker) taken from it. A batch forms
+only once some worker has room, so under load the batches grow by themselves while the workers
+are busy, and a batch that will wait behind a busy worker fills for up to ``max_delay``.
+
+A batch for an idle worker goes as soon as it holds a fair share of the traffic: the requests
+recently in the server (queued or running) divided by the workers. Eight clients and two
+workers then run two batches of four side by side, instead of one of eight while the other
+worker waits; one client never waits for company; and a batch is not cut into fragments each
+time a worker finishes, because a fragment is below the fair share. ``max_delay`` still bounds
+every wait.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, NoReturn, TypeVar
+from typing import Generic, NoReturn, Protocol, TypeVar
 
 from marserve.errors import InternalError, MarserveError, PayloadTooLarge, QueueFull
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 Slot = TypeVar("Slot")
+Slot_co = TypeVar("Slot_co", covariant=True)
+
+# The traffic estimate is the peak of requests in the server over the last one to two windows.
+LOAD_WINDOW_S = 0.25
+
+
+class Workers(Protocol[Slot_co]):
+    """What the batcher needs of a worker pool."""
+
+    async def wait_for_room(self) -> None:
+        """Return once some worker can take another batch."""
+
+    async def acquire(self) -> Slot_co:
+        """Reserve room on the least busy worker (waiting if there is none)."""
+
+    def serving(self) -> int:
+        """Workers that take batches now."""
+
+    def idle(self) -> int:
+        """Workers with nothing to run."""
 
 
 class DynamicBatcher(Generic[Slot, Item, Result]):
     def __init__(
         self,
-        acquire: Callable[[], Awaitable[Slot]],
+        workers: Workers[Slot],
         run_batch: Callable[[Slot, list[Item]], Awaitable[Sequence[Result]]],
         *,
         max_size: int,
         max_delay: float,
         queue_limit: int,
-        spare: Callable[[], bool] = lambda: False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_size < 1:
             raise ValueError("max_size must be at least 1")
-        self._acquire = acquire
+        self._workers = workers
         self._run_batch = run_batch
         self.max_size = max_size
         self.max_delay = max(0.0, max_delay)
         self.queue_limit = queue_limit
-        self._spare = spare
         self._clock = clock
         self._queue: deque[tuple[Item, asyncio.Future[Result]]] = deque()
         self._held = 0  # places held for requests waiting to be queued (see :meth:`hold`)
-        self._not_empty = asyncio.Event()
+        self._forming = 0  # rows taken from the queue into the batch being formed
+        self._running_rows = 0  # rows of the batches sent and not answered yet
+        self._peak = 0  # most rows in the server at once in this window ...
+        self._last_peak = 0  # ... and in the one before
+        self._window_start = clock()
+        self._changed = asyncio.Event()  # a row was queued or a worker was freed
         self._dispatcher: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
 
@@ -71,7 +100,7 @@ class DynamicBatcher(Generic[Slot, Item, Result]):
             self._refuse(1)
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
-        self._not_empty.set()
+        self._queued()
         return future
 
     def submit_all(self, items: Sequence[Item]) -> list[asyncio.Future[Result]]:
@@ -81,8 +110,32 @@ class DynamicBatcher(Generic[Slot, Item, Result]):
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[Result]] = [loop.create_future() for _ in items]
         self._queue.extend(zip(items, futures, strict=True))
-        self._not_empty.set()
+        self._queued()
         return futures
+
+    def _queued(self) -> None:
+        self._note_load()
+        self._changed.set()
+
+    def wake(self) -> None:
+        """A worker was freed: a batch being formed for a busy worker may go now."""
+        self._changed.set()
+
+    def _note_load(self) -> None:
+        now = self._clock()
+        if now - self._window_start >= LOAD_WINDOW_S:
+            recent = now - self._window_start < 2 * LOAD_WINDOW_S
+            self._last_peak = self._peak if recent else 0
+            self._peak = 0
+            self._window_start = now
+        load = len(self._queue) + self._held + self._forming + self._running_rows
+        self._peak = max(self._peak, load)
+
+    def fair_share(self) -> int:
+        """Rows a batch for an idle worker waits for: recent traffic over the workers."""
+        self._note_load()
+        traffic = max(self._peak, self._last_peak)
+        return max(1, min(self.max_size, math.ceil(traffic / max(1, self._workers.serving()))))
 
     def hold(self, count: int) -> None:
         """Hold ``count`` places for a request that waits before it is queued (refused as
@@ -118,51 +171,68 @@ class DynamicBatcher(Generic[Slot, Item, Result]):
         if queued:
             self._queue = deque(entry for entry in self._queue if not entry[1].done())
 
-    async def _next(self, deadline: float | None) -> tuple[Item, asyncio.Future[Result]] | None:
-        """The next live entry; waits until ``deadline`` (None: forever)."""
-        while True:
-            while self._queue:
-                entry = self._queue.popleft()
-                if not entry[1].done():  # a cancelled caller's entry is dropped here
-                    return entry
-            self._not_empty.clear()
-            if deadline is None:
-                await self._not_empty.wait()
-                continue
-            remaining = deadline - self._clock()
-            if remaining <= 0:
-                return None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._not_empty.wait(), remaining)
+    def _pop(self) -> tuple[Item, asyncio.Future[Result]] | None:
+        """The next live queued entry, or None; a cancelled caller's entry is dropped here."""
+        while self._queue:
+            entry = self._queue.popleft()
+            if not entry[1].done():
+                return entry
+        return None
 
     async def _collect(self) -> list[tuple[Item, asyncio.Future[Result]]]:
-        first = await self._next(None)
-        assert first is not None
-        batch = [first]
-        # A worker is idle: whatever is queued now goes (deadline already past).
-        deadline = self._clock() + (0.0 if self._spare() else self.max_delay)
-        while len(batch) < self.max_size:
-            entry = await self._next(deadline)
-            if entry is None:
-                break
-            batch.append(entry)
+        """One batch: it goes when full, when it holds a fair share and a worker is idle, or
+        ``max_delay`` after its first row."""
+        batch: list[tuple[Item, asyncio.Future[Result]]] = []
+        deadline: float | None = None
+        try:
+            while len(batch) < self.max_size:
+                if batch and len(batch) >= self.fair_share() and self._workers.idle():
+                    break
+                entry = self._pop()
+                if entry is not None:
+                    batch.append(entry)
+                    self._forming += 1
+                    if deadline is None:
+                        deadline = self._clock() + self.max_delay
+                    continue
+                self._changed.clear()
+                if deadline is None:
+                    await self._changed.wait()
+                    continue
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), remaining)
+        finally:
+            self._forming = 0
         return batch
 
     async def _dispatch_forever(self) -> None:
         while True:
             await self._wait_for_work()
-            slot = await self._acquire()
+            await self._workers.wait_for_room()
             batch = await self._collect()
+            if not batch:
+                continue
+            self._running_rows += len(batch)
+            slot = await self._workers.acquire()
             task = asyncio.get_running_loop().create_task(self._run(slot, batch))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
     async def _wait_for_work(self) -> None:
         while not self._queue:
-            self._not_empty.clear()
-            await self._not_empty.wait()
+            self._changed.clear()
+            await self._changed.wait()
 
     async def _run(self, slot: Slot, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
+        try:
+            await self._answer(slot, batch)
+        finally:
+            self._running_rows -= len(batch)
+
+    async def _answer(self, slot: Slot, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
         try:
             results = await self._run_batch(slot, [item for item, _ in batch])
             if len(results) != len(batch):

@@ -68,13 +68,13 @@ class ModelHandle:
                 return await self._run(worker, verb, jobs)
 
             batcher = DynamicBatcher(
-                self.pool.acquire,
+                self.pool,
                 run_batch,
                 max_size=self.config.batch_size,
                 max_delay=self.config.max_batch_delay_ms / 1000.0,
                 queue_limit=self.queue_limit,
-                spare=self.pool.has_idle,
             )
+            self.pool.on_freed(batcher.wake)
             batcher.start()
             self.batchers[verb] = batcher
         return batcher

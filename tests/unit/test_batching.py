@@ -3,26 +3,49 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
 
-from marserve.batching import DynamicBatcher, QueueFull
+from marserve.batching import LOAD_WINDOW_S, DynamicBatcher, QueueFull
 from marserve.errors import InternalError, PayloadTooLarge, RequestTimeout
 
 
 class Slots:
-    """``count`` interchangeable slots, recording every batch run on them."""
+    """The batcher's ``Workers``: ``count`` workers with ``depth`` places each, recording every
+    batch run on them; ``give_back`` frees a place and tells the batcher, as the pool does."""
 
-    def __init__(self, count: int, delay: float = 0.0) -> None:
+    def __init__(self, count: int, delay: float = 0.0, depth: int = 1) -> None:
+        self.count = count
+        self.depth = depth
         self.free: asyncio.Queue[int] = asyncio.Queue()
-        for index in range(count):
-            self.free.put_nowait(index)
+        for _ in range(depth):
+            for worker in range(count):
+                self.free.put_nowait(worker)
         self.delay = delay
         self.batches: list[list[int]] = []
+        self.on_free: Callable[[], None] = lambda: None
+        self._room = asyncio.Event()
+
+    async def wait_for_room(self) -> None:
+        while self.free.empty():
+            self._room.clear()
+            await self._room.wait()
 
     async def acquire(self) -> int:
         return await self.free.get()
+
+    def serving(self) -> int:
+        return max(1, self.count)
+
+    def idle(self) -> int:
+        places = list(self.free._queue)  # type: ignore[attr-defined]
+        return sum(1 for worker in set(places) if places.count(worker) == self.depth)
+
+    def give_back(self, slot: int) -> None:
+        self.free.put_nowait(slot)
+        self._room.set()
+        self.on_free()
 
     async def run(self, slot: int, items: list[int]) -> Sequence[int]:
         self.batches.append(list(items))
@@ -30,20 +53,24 @@ class Slots:
             await asyncio.sleep(self.delay)
             return [item * 10 for item in items]
         finally:
-            self.free.put_nowait(slot)
+            self.give_back(slot)
 
 
-def make(slots: Slots, spare: bool = False, **kwargs: float) -> DynamicBatcher[int, int, int]:
-    """A batcher over ``slots``; with ``spare`` it is told when another slot is free."""
+def make(
+    slots: Slots,
+    run: Callable[[int, list[int]], Awaitable[Sequence[int]]] | None = None,
+    **kwargs: float,
+) -> DynamicBatcher[int, int, int]:
+    """A started batcher over ``slots`` (``run`` instead of ``slots.run`` when given)."""
     options = {"max_size": 4, "max_delay": 0.05, "queue_limit": 100} | kwargs
     batcher: DynamicBatcher[int, int, int] = DynamicBatcher(
-        slots.acquire,
-        slots.run,
+        slots,
+        run or slots.run,
         max_size=int(options["max_size"]),
         max_delay=options["max_delay"],
         queue_limit=int(options["queue_limit"]),
-        spare=(lambda: not slots.free.empty()) if spare else (lambda: False),
     )
+    slots.on_free = batcher.wake
     batcher.start()
     return batcher
 
@@ -73,49 +100,100 @@ def test_batch_size_one_never_groups() -> None:
     asyncio.run(scenario())
 
 
-def test_max_delay_sends_a_partial_batch() -> None:
+def test_max_delay_sends_a_partial_batch_for_a_busy_worker() -> None:
     async def scenario() -> None:
-        slots = Slots(1)
+        slots = Slots(1, delay=0.3, depth=2)
         batcher = make(slots, max_size=8, max_delay=0.05)
         loop = asyncio.get_running_loop()
+        first = batcher.submit(0)  # the idle worker takes it at once
+        await asyncio.sleep(0.01)
         started = loop.time()
-        assert await batcher.submit(7) == 70
+        second = batcher.submit(1)  # the worker is busy: this one waits to fill, then goes
+        while len(slots.batches) < 2:
+            await asyncio.sleep(0.005)
         elapsed = loop.time() - started
-        assert slots.batches == [[7]]
-        assert 0.04 <= elapsed < 1.0
+        assert slots.batches == [[0], [1]]
+        assert 0.04 <= elapsed < 0.25
+        assert await asyncio.gather(first, second) == [0, 10]
         await batcher.stop()
 
     asyncio.run(scenario())
 
 
-def test_a_partial_batch_goes_at_once_while_another_slot_is_free() -> None:
-    async def scenario() -> None:
-        slots = Slots(2, delay=0.2)
-        batcher = make(slots, spare=True, max_size=8, max_delay=0.5)
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        first = batcher.submit(1)
-        await asyncio.sleep(0.02)  # the first slot took [1] without waiting to fill
-        rest = [batcher.submit(i) for i in range(2, 6)]
-        assert await first == 10
-        assert loop.time() - started < 0.45  # not held for max_delay
-        assert await asyncio.gather(*rest) == [20, 30, 40, 50]
-        # The last free slot waited to fill: the four later rows ran as one batch.
-        assert slots.batches == [[1], [2, 3, 4, 5]]
-        await batcher.stop()
-
-    asyncio.run(scenario())
-
-
-def test_the_last_free_slot_waits_max_delay_to_fill() -> None:
+def test_a_lone_caller_does_not_wait_for_company() -> None:
     async def scenario() -> None:
         slots = Slots(1)
-        batcher = make(slots, spare=True, max_size=8, max_delay=0.05)
-        first = batcher.submit(1)
+        batcher = make(slots, max_size=8, max_delay=0.5)
+        loop = asyncio.get_running_loop()
+        for item in range(3):
+            started = loop.time()
+            assert await batcher.submit(item) == item * 10
+            assert loop.time() - started < 0.4  # not held for max_delay
+        assert slots.batches == [[0], [1], [2]]
+        await batcher.stop()
+
+    asyncio.run(scenario())
+
+
+def test_eight_callers_and_two_idle_workers_run_two_batches_of_four() -> None:
+    async def scenario() -> None:
+        slots = Slots(2, delay=0.05)
+        batcher = make(slots, max_size=8, max_delay=0.5)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        assert await asyncio.gather(*(batcher.submit(i) for i in range(8))) == [
+            i * 10 for i in range(8)
+        ]
+        assert slots.batches == [[0, 1, 2, 3], [4, 5, 6, 7]]
+        assert loop.time() - started < 0.4  # side by side, neither waited to fill
+        await batcher.stop()
+
+    asyncio.run(scenario())
+
+
+def test_rows_queued_behind_a_busy_worker_wait_to_fill_one_batch() -> None:
+    async def scenario() -> None:
+        slots = Slots(1, delay=0.1)
+        batcher = make(slots, max_size=8, max_delay=0.05)
+        first = batcher.submit(0)
+        await asyncio.sleep(0.01)  # [0] runs; the worker is busy
+        rest = [batcher.submit(i) for i in range(1, 4)]
         await asyncio.sleep(0.01)
-        second = batcher.submit(2)
-        assert await asyncio.gather(first, second) == [10, 20]
-        assert slots.batches == [[1, 2]]
+        later = batcher.submit(4)
+        assert await asyncio.gather(first, *rest, later) == [0, 10, 20, 30, 40]
+        assert slots.batches == [[0], [1, 2, 3, 4]]
+        await batcher.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_forming_batch_with_a_fair_share_goes_when_a_worker_is_freed() -> None:
+    async def scenario() -> None:
+        slots = Slots(2, delay=0.1, depth=2)
+        batcher = make(slots, max_size=8, max_delay=2.0)
+        loop = asyncio.get_running_loop()
+        running = [batcher.submit(0), batcher.submit(1)]  # one each: both workers busy
+        await asyncio.sleep(0.02)
+        started = loop.time()
+        waiting = [batcher.submit(i) for i in range(2, 5)]  # 5 in the server: a share is 3
+        assert await asyncio.gather(*running, *waiting) == [0, 10, 20, 30, 40]
+        assert slots.batches == [[0], [1], [2, 3, 4]]
+        assert loop.time() - started < 1.0  # went when a worker was freed, not at max_delay
+        await batcher.stop()
+
+    asyncio.run(scenario())
+
+
+def test_below_a_fair_share_a_batch_for_an_idle_worker_waits_up_to_max_delay() -> None:
+    async def scenario() -> None:
+        slots = Slots(1, delay=0.05)
+        batcher = make(slots, max_size=8, max_delay=0.2)
+        loop = asyncio.get_running_loop()
+        assert await asyncio.gather(*(batcher.submit(i) for i in range(4))) == [0, 10, 20, 30]
+        started = loop.time()
+        assert await batcher.submit(4) == 40  # four were in the server a moment ago
+        assert 0.15 <= loop.time() - started < 1.0
+        assert slots.batches == [[0, 1, 2, 3], [4]]
         await batcher.stop()
 
     asyncio.run(scenario())
@@ -130,7 +208,7 @@ def test_full_queue_rejects_at_once_with_retry_after() -> None:
             batcher.submit(99)
         assert caught.value.http_status == 503
         assert caught.value.headers["Retry-After"] == "1"
-        slots.free.put_nowait(0)
+        slots.give_back(0)
         assert await asyncio.gather(*futures) == [0, 10, 20]
         await batcher.stop()
 
@@ -144,7 +222,7 @@ def test_cancelled_callers_are_not_sent_to_the_handler() -> None:
         gone = batcher.submit(1)
         kept = batcher.submit(2)
         gone.cancel()
-        slots.free.put_nowait(0)
+        slots.give_back(0)
         assert await kept == 20
         assert slots.batches == [[2]]
         await batcher.stop()
@@ -154,16 +232,13 @@ def test_cancelled_callers_are_not_sent_to_the_handler() -> None:
 
 def test_wrong_number_of_results_fails_the_whole_batch() -> None:
     async def scenario() -> None:
-        async def acquire() -> int:
-            return 0
+        slots = Slots(1)
 
         async def run(slot: int, items: list[int]) -> Sequence[int]:
+            slots.give_back(slot)
             return [1]
 
-        batcher: DynamicBatcher[int, int, int] = DynamicBatcher(
-            acquire, run, max_size=3, max_delay=0.05, queue_limit=10
-        )
-        batcher.start()
+        batcher = make(slots, run, max_size=3, max_delay=0.05, queue_limit=10)
         outcomes = await asyncio.gather(
             *(batcher.submit(i) for i in range(3)), return_exceptions=True
         )
@@ -177,21 +252,17 @@ def test_wrong_number_of_results_fails_the_whole_batch() -> None:
 def test_a_batch_error_reaches_every_caller_and_the_next_batch_runs() -> None:
     async def scenario() -> None:
         calls = 0
-
-        async def acquire() -> int:
-            return 0
+        slots = Slots(1)
 
         async def run(slot: int, items: list[int]) -> Sequence[int]:
             nonlocal calls
             calls += 1
+            slots.give_back(slot)
             if calls == 1:
                 raise RequestTimeout("too slow")
             return items
 
-        batcher: DynamicBatcher[int, int, int] = DynamicBatcher(
-            acquire, run, max_size=2, max_delay=0.05, queue_limit=10
-        )
-        batcher.start()
+        batcher = make(slots, run, max_size=2, max_delay=0.05, queue_limit=10)
         first = await asyncio.gather(batcher.submit(1), batcher.submit(2), return_exceptions=True)
         assert all(isinstance(o, RequestTimeout) for o in first)
         assert await batcher.submit(3) == 3
@@ -258,10 +329,7 @@ def test_withdrawn_rows_never_run_and_leave_no_unretrieved_errors() -> None:
             raise RequestTimeout("the batch failed")
 
         slots = Slots(1)
-        batcher: DynamicBatcher[int, int, int] = DynamicBatcher(
-            slots.acquire, run, max_size=2, max_delay=0.0, queue_limit=100
-        )
-        batcher.start()
+        batcher = make(slots, run, max_size=2, max_delay=0.0, queue_limit=100)
         futures = batcher.submit_all(list(range(6)))
         while not ran:
             await asyncio.sleep(0.005)
@@ -298,5 +366,26 @@ def test_held_places_count_against_the_queue_until_released() -> None:
         assert batcher.depth == 8
         batcher.withdraw(futures)
         await batcher.stop()
+
+    asyncio.run(scenario())
+
+
+def test_the_fair_share_follows_the_traffic_of_the_last_windows() -> None:
+    async def scenario() -> None:
+        now = [100.0]
+        batcher: DynamicBatcher[int, int, int] = DynamicBatcher(
+            Slots(2), Slots(2).run, max_size=8, max_delay=0.05, queue_limit=100,
+            clock=lambda: now[0],
+        )  # fmt: skip
+        assert batcher.fair_share() == 1  # no traffic yet
+        futures = batcher.submit_all(list(range(12)))
+        assert batcher.fair_share() == 6  # twelve rows over two workers
+        batcher.withdraw(futures)
+        now[0] += LOAD_WINDOW_S
+        assert batcher.fair_share() == 6  # the last window still counts
+        now[0] += LOAD_WINDOW_S
+        assert batcher.fair_share() == 1  # two quiet windows: a caller goes alone again
+        batcher.submit_all(list(range(40)))
+        assert batcher.fair_share() == 8  # never above max_size
 
     asyncio.run(scenario())

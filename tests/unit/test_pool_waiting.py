@@ -19,6 +19,7 @@ def _pool() -> WorkerPool:
 def _slot(pool: WorkerPool, state: WorkerState, restart_in: float | None = None) -> Worker:
     worker = Worker(LOAD, 5.0)
     worker.state = state
+    worker.on_free = pool._freed
     slot = _Slot(worker=worker)
     if restart_in is not None:
         slot.restart_at = time.monotonic() + restart_in
@@ -83,12 +84,22 @@ def test_a_worker_with_a_batch_in_flight_has_room_but_is_not_idle() -> None:
     async def scenario() -> None:
         pool = _pool()
         first, second = _slot(pool, WorkerState.READY), _slot(pool, WorkerState.READY)
-        assert pool.has_idle()
+        assert (pool.serving(), pool.idle()) == (2, 2)
         assert await pool.acquire() is first  # the least busy one
-        assert pool.has_idle()  # the second is idle still
+        assert pool.idle() == 1  # the second is idle still
         assert await pool.acquire() is second
-        assert not pool.has_idle()  # each has a batch: the next one waits to fill
-        assert await pool.acquire() is first  # ... and goes to a worker's second place
-        assert not pool.has_idle()
+        assert pool.idle() == 0  # each has a batch: the next one waits to fill
+        await asyncio.wait_for(pool.wait_for_room(), 1.0)  # ... in a worker's second place
+        assert await pool.acquire() is first
+        assert await pool.acquire() is second
+        room = asyncio.ensure_future(pool.wait_for_room())
+        await asyncio.sleep(0.01)
+        assert not room.done()  # two places each, all taken
+        freed: list[str] = []
+        pool.on_freed(lambda: freed.append("freed"))
+        first.reserved -= 1
+        first.on_free()  # the worker answered a batch
+        await asyncio.wait_for(room, 1.0)
+        assert freed == ["freed"] and pool.idle() == 0
 
     asyncio.run(scenario())

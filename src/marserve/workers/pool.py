@@ -57,8 +57,8 @@ class WorkerLoadError(RuntimeError):
 
 
 # A worker gets its next batch while it runs the current one, so it never waits for the front
-# between two. Batches still grow under load: the batcher sends a partial batch at once only
-# while some worker is idle (``WorkerPool.has_idle``), else it waits up to maxBatchDelay.
+# between two. Batches still grow under load: a batch for a busy worker fills up for as long as
+# maxBatchDelay allows, and only one for an idle worker goes early (see ``DynamicBatcher``).
 BATCHES_PER_WORKER = 2
 
 
@@ -257,6 +257,7 @@ class WorkerPool:
         self._next_index = next_worker_index
         self._warm = warm
         self._capacity = asyncio.Event()  # set when a worker may take another batch
+        self._listeners: list[Callable[[], None]] = []  # told the same (see ``on_freed``)
         self.workers: list[Worker] = []
         self._slots: list[_Slot] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -435,7 +436,7 @@ class WorkerPool:
             worker = Worker(
                 replace(self._load, worker_index=self._next_index()), self.config.startup_timeout_s
             )
-            worker.on_free = self._capacity.set
+            worker.on_free = self._freed
             slot.worker, slot.restart_at = worker, None
             self.workers.append(worker)
             try:
@@ -454,7 +455,7 @@ class WorkerPool:
                 if slot.retired:
                     await worker.stop()
                 else:
-                    self._capacity.set()
+                    self._freed()
                 code = await worker.wait()
                 if not self._closed and not slot.retired:
                     log.warning(
@@ -480,9 +481,29 @@ class WorkerPool:
         current = {id(slot.worker) for slot in self._slots}
         return [w for w in self.workers if w.has_room and id(w) in current]
 
-    def has_idle(self) -> bool:
-        """Some live worker has nothing to run (asked after the caller's own ``acquire``)."""
-        return any(w.in_flight == 0 for w in self._with_room())
+    def serving(self) -> int:
+        """Live workers of the pool's current slots (retired ones finishing a batch excluded)."""
+        current = {id(slot.worker) for slot in self._slots}
+        return sum(1 for w in self.workers if w.alive and id(w) in current)
+
+    def idle(self) -> int:
+        """Live workers with nothing sent or reserved: a batch for one of them starts at once."""
+        return sum(1 for w in self._with_room() if w.in_flight == 0)
+
+    async def wait_for_room(self) -> None:
+        """Wait until some live worker can take another batch (nothing is reserved)."""
+        while not self._with_room():
+            self._capacity.clear()
+            await self._capacity.wait()
+
+    def on_freed(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` whenever a worker finishes a batch or comes up."""
+        self._listeners.append(listener)
+
+    def _freed(self) -> None:
+        self._capacity.set()
+        for listener in self._listeners:
+            listener()
 
     async def acquire(self) -> Worker:
         """Reserve room on the least busy live worker, waiting until there is some."""
