@@ -212,9 +212,7 @@ class DynamicBatcher(Generic[Slot, Item, Result]):
         while True:
             await self._wait_for_work()
             await self._workers.wait_for_room()
-            batch = await self._collect()
-            if not batch:
-                continue
+            batch = await self._collect()  # never empty: it waits for a first row
             self._running_rows += len(batch)
             slot = await self._workers.acquire()
             task = asyncio.get_running_loop().create_task(self._run(slot, batch))

@@ -478,13 +478,15 @@ class WorkerPool:
             await asyncio.sleep(delay)
 
     def _with_room(self) -> list[Worker]:
+        return [w for w in self._serving() if w.has_room]
+
+    def _serving(self) -> list[Worker]:
         current = {id(slot.worker) for slot in self._slots}
-        return [w for w in self.workers if w.has_room and id(w) in current]
+        return [w for w in self.workers if w.alive and id(w) in current]
 
     def serving(self) -> int:
         """Live workers of the pool's current slots (retired ones finishing a batch excluded)."""
-        current = {id(slot.worker) for slot in self._slots}
-        return sum(1 for w in self.workers if w.alive and id(w) in current)
+        return len(self._serving())
 
     def idle(self) -> int:
         """Live workers with nothing sent or reserved: a batch for one of them starts at once."""
