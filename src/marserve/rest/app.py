@@ -8,11 +8,13 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from marserve.auth import TokenAuthority
 from marserve.dataplane import DataPlane
 from marserve.management import ModelManager
 from marserve.protocol.limits import DecodeLimits
+from marserve.rest.disconnect import WATCHED
 from marserve.rest.errors import EXCEPTION_HANDLERS
 from marserve.rest.kserve import KServeRoutes
 from marserve.rest.management import ManagementRoutes
@@ -67,7 +69,64 @@ def management_routes(manager: ModelManager, auth: TokenAuthority | None) -> lis
     return _guarded(routes, "management", auth)
 
 
-def application(*route_sets: list[BaseRoute]) -> Starlette:
-    """One app over several route sets (when two APIs share an address, the first wins a path)."""
+def application(*route_sets: list[BaseRoute]) -> ASGIApp:
+    """One app over several route sets (when two APIs share an address, the first wins a path).
+
+    The inference verbs (POST and PUT under the inference prefixes) skip Starlette's router."""
     routes = [route for route_set in route_sets for route in route_set]
-    return Starlette(routes=routes, exception_handlers=dict(EXCEPTION_HANDLERS))
+    app = Starlette(routes=routes, exception_handlers=dict(EXCEPTION_HANDLERS))
+    verbs = [
+        route
+        for route in routes
+        if isinstance(route, Route)
+        and route.path.startswith(WATCHED)
+        and route.methods is not None
+        and route.methods & {"POST", "PUT"}
+    ]
+    return DirectRoutes(app, verbs) if verbs else app
+
+
+class DirectRoutes:
+    """ASGI: requests for ``routes`` go straight to their endpoints, all others on to ``app``.
+
+    A prediction is the front's hot path, and Starlette's two error middlewares, its router and
+    its per-request wrappers cost more front CPU than the endpoint does. A request whose path
+    and method match one of ``routes`` (the first that matches) calls that endpoint with the
+    same path parameters, and its errors go through the same table (``EXCEPTION_HANDLERS``).
+    Anything else, a known path with the wrong method (405) included, is the app's.
+    """
+
+    def __init__(self, app: ASGIApp, routes: list[Route]) -> None:
+        self.app = app
+        self.routes = [
+            (route.path_regex.match, route.param_convertors, route.methods or set(), route.endpoint)
+            for route in routes
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path, method = scope["path"], scope["method"]
+            for match, convertors, methods, endpoint in self.routes:
+                found = match(path)
+                if found is None or method not in methods:
+                    continue
+                scope["path_params"] = {
+                    key: convertors[key].convert(value) for key, value in found.groupdict().items()
+                }
+                request = Request(scope, receive)
+                try:
+                    response = await endpoint(request)
+                except Exception as exc:
+                    response = await _error_response(request, exc)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+async def _error_response(request: Request, exc: Exception) -> Response:
+    """What the exception handlers answer for ``exc``: the nearest class in the table wins."""
+    for kind in type(exc).__mro__:
+        handler = EXCEPTION_HANDLERS.get(kind)
+        if handler is not None:
+            return await handler(request, exc)
+    raise exc

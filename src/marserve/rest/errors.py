@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
@@ -59,7 +60,9 @@ async def on_unexpected(request: Request, exc: Exception) -> Response:
     return error_response(request.url.path, 500, "Internal server error")
 
 
-EXCEPTION_HANDLERS = {
+ExceptionHandler = Callable[[Request, Exception], Awaitable[Response]]
+
+EXCEPTION_HANDLERS: dict[type[Exception], ExceptionHandler] = {
     MarserveError: on_marserve_error,
     HTTPException: on_http_exception,
     ClientDisconnect: on_client_disconnect,
